@@ -1,0 +1,3 @@
+"""casprof: probe networks, cost measurement and versioned cost profiles for CAS."""
+
+__version__ = "0.1.0"

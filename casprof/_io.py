@@ -1,0 +1,63 @@
+"""Atomic file writes: write beside the target, then rename, so nothing is left half-written."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from casprof.errors import UserInputError
+
+
+def ensure_parent_exists(path: Path) -> None:
+    """Refuse an output path whose folder does not exist."""
+    parent = path.expanduser().resolve().parent
+    if not parent.is_dir():
+        raise UserInputError(f"The output folder {parent} does not exist.")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    ensure_parent_exists(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json_file(path: Path, what: str) -> Any:
+    """Read a JSON file, turning every way it can be bad into one clear sentence."""
+    path = Path(path)
+    if not path.exists():
+        raise UserInputError(f"The {what} file {path} does not exist.")
+    if not path.is_file():
+        raise UserInputError(f"The {what} path {path} is not a file.")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserInputError(f"The {what} file {path} cannot be read ({exc.__class__.__name__}).") from None
+    if not text.strip():
+        raise UserInputError(f"The {what} file {path} is empty.")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserInputError(
+            f"The {what} file {path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); it may be truncated."
+        ) from None

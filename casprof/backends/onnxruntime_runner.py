@@ -1,0 +1,305 @@
+"""ONNX Runtime runner: an ONNX file (exported here from a module, or given) in one session.
+
+The session runs on exactly the provider asked for: ``CPUExecutionProvider`` for ``cpu`` and
+``CUDAExecutionProvider`` for ``cuda:N``. ONNX Runtime falls back to the CPU silently when a
+provider cannot start, so the provider actually in use is checked after the session is made.
+
+Timing: on the CPU, ``time.perf_counter_ns`` around ``session.run`` with the numpy input made
+beforehand; on CUDA, ``run_with_iobinding`` on a torch CUDA input tensor bound by pointer, with
+``torch.cuda.synchronize`` before and after (end-to-end device latency without transfers).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from casprof.backends.base import Backend, Precision, Runner, RunnerInfo, RunnerSpec
+from casprof.backends.onnx_export import ExportInfo, check_exporter, export_onnx, file_sha256, onnx_opset
+from casprof.backends.torch_runner import cpu_model_name, cuda_device_details, require_cuda, resolve_device
+from casprof.errors import BackendUnavailableError, MeasurementError, UserInputError
+
+CPU_PROVIDER = "CPUExecutionProvider"
+CUDA_PROVIDER = "CUDAExecutionProvider"
+
+ORT_FP16_ON_CPU = "fp16 with the onnxruntime backend needs a CUDA device; use fp32 on the CPU."
+
+#: ONNX Runtime's type strings of the tensor types a network input may have.
+_ORT_TO_NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+
+
+def provider_request(device: torch.device) -> tuple[str, list[Any]]:
+    """The provider name and the ``providers=`` list for a device (pure)."""
+    if device.type == "cpu":
+        return CPU_PROVIDER, [CPU_PROVIDER]
+    return CUDA_PROVIDER, [(CUDA_PROVIDER, {"device_id": int(device.index or 0)})]
+
+
+def missing_provider_message(wanted: str, available: list[str]) -> str:
+    """One sentence for a provider that this ONNX Runtime build lacks (pure)."""
+    hint = " (pip install onnxruntime-gpu, in place of onnxruntime)" if wanted == CUDA_PROVIDER else ""
+    return (
+        f"ONNX Runtime here has no {wanted}; the available providers are {', '.join(available) or 'none'}"
+        f"{hint}."
+    )
+
+
+def load_onnx_file(path: Path) -> Any:
+    """Read a given ONNX file (without external data), turning problems into one sentence."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"The ONNX file {path} does not exist.")
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise UserInputError(f"The ONNX file {path} cannot be read ({type(exc).__name__}); it may be truncated.") from None
+
+
+class OnnxRuntimeRunner(Runner):
+    """An ONNX model in an ONNX Runtime session.
+
+    Args:
+        model_or_onnx_path: a PyTorch module (exported on activation into ``spec.workdir``, or
+            into a temporary folder removed on deactivation) or the path of an ``.onnx`` file.
+        spec: device ``cpu`` or ``cuda:N``, precision, threads, input shape.
+        exporter: ``"torchscript"`` or ``"dynamo"`` (for a module).
+        opset: opset override for the export.
+    """
+
+    backend = Backend.ONNXRUNTIME
+
+    def __init__(
+        self,
+        model_or_onnx_path: nn.Module | str | Path,
+        spec: RunnerSpec,
+        exporter: str = "torchscript",
+        opset: int | None = None,
+    ) -> None:
+        super().__init__(spec)
+        if isinstance(model_or_onnx_path, nn.Module):
+            self._module: nn.Module | None = model_or_onnx_path
+            self._given_path: Path | None = None
+        elif isinstance(model_or_onnx_path, (str, Path)):
+            self._module = None
+            self._given_path = Path(model_or_onnx_path)
+        else:
+            raise UserInputError("The onnxruntime backend needs a PyTorch module or the path of an .onnx file.")
+        self.exporter = check_exporter(exporter) if self._module is not None else None
+        self.opset = opset
+        self.export_info: ExportInfo | None = None
+        self.onnx_path: Path | None = None
+        self.onnx_sha256: str | None = None
+        self.onnx_opset: int | None = None
+        self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
+        self._sess: Any = None
+        self._provider: str | None = None
+        self._device: torch.device | None = None
+        self._in_name = self._out_name = ""
+        self._in_dtype: Any = np.float32
+        self._feed: dict[str, np.ndarray] = {}
+        self._binding: Any = None
+        self._x_gpu: torch.Tensor | None = None
+        self._y_gpu: torch.Tensor | None = None
+
+    # --- life cycle -----------------------------------------------------------------------
+    def _activate(self) -> None:
+        import onnxruntime as ort
+
+        dev = resolve_device(self.spec.device)
+        fp16 = Precision(self.spec.precision) is Precision.FP16
+        if dev.type == "cpu" and fp16:
+            raise BackendUnavailableError(ORT_FP16_ON_CPU)
+        wanted, providers = provider_request(dev)
+        available = list(ort.get_available_providers())
+        if wanted not in available:
+            raise BackendUnavailableError(missing_provider_message(wanted, available))
+        if dev.type == "cuda":
+            require_cuda(dev)  # the IOBinding input lives in a torch CUDA tensor
+        if self.spec.threads < 1:
+            raise UserInputError(f"The thread count must be at least 1, got {self.spec.threads}.")
+        self._device = dev
+        try:
+            self._prepare_onnx(dev, fp16)
+            self._make_session(ort, wanted, providers, fp16)
+        except BaseException:
+            self._release()
+            raise
+
+    def _prepare_onnx(self, dev: torch.device, fp16: bool) -> None:
+        if self._module is not None:
+            if self.spec.workdir is not None:
+                folder = Path(self.spec.workdir)
+                if not folder.is_dir():
+                    raise UserInputError(f"The work folder {folder} does not exist.")
+            else:
+                self._tmpdir = tempfile.TemporaryDirectory(prefix="casprof-ort-")
+                folder = Path(self._tmpdir.name)
+            precision = "fp16" if fp16 else "fp32"
+            name = f"{type(self._module).__name__}-{self.exporter}-{precision}-{uuid.uuid4().hex[:8]}.onnx"
+            assert self.exporter is not None
+            info = export_onnx(
+                self._module,
+                self.spec.input_shape,
+                folder / name,
+                exporter=self.exporter,
+                opset=self.opset,
+                half=fp16,
+                device=dev if fp16 else "cpu",
+            )
+            self.export_info = info
+            self.onnx_path, self.onnx_sha256, self.onnx_opset = info.path, info.sha256, info.opset
+        else:
+            assert self._given_path is not None
+            proto = load_onnx_file(self._given_path)
+            self.onnx_path = self._given_path
+            self.onnx_sha256 = file_sha256(self._given_path)
+            self.onnx_opset = onnx_opset(proto)
+
+    def _make_session(self, ort: Any, wanted: str, providers: list[Any], fp16: bool) -> None:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = self.spec.threads
+        so.inter_op_num_threads = 1
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.log_severity_level = 3  # errors only; failures still raise
+        try:
+            sess = ort.InferenceSession(str(self.onnx_path), sess_options=so, providers=providers)
+        except Exception as exc:
+            cls = UserInputError if self._module is None else MeasurementError
+            first = (str(exc).strip().splitlines() or ["(no message)"])[0]
+            raise cls(f"ONNX Runtime cannot load {self.onnx_path}: {first}") from None
+        in_use = sess.get_providers()
+        if not in_use or in_use[0] != wanted:
+            raise BackendUnavailableError(
+                f"ONNX Runtime was asked for {wanted} but runs on {in_use[0] if in_use else 'nothing'}; "
+                "it could not start the requested provider."
+            )
+        self._sess, self._provider = sess, wanted
+        inputs, outputs = sess.get_inputs(), sess.get_outputs()
+        if len(inputs) != 1 or not outputs:
+            raise UserInputError(f"The ONNX model {self.onnx_path} must have one input and an output, found {len(inputs)} inputs.")
+        self._in_name, self._out_name = inputs[0].name, outputs[0].name
+        in_type = inputs[0].type
+        if in_type not in _ORT_TO_NUMPY:
+            raise UserInputError(f"The ONNX model's input has type {in_type}; a floating-point input is expected.")
+        self._in_dtype = _ORT_TO_NUMPY[in_type]
+        if (self._in_dtype == np.float16) != fp16:
+            asked = "fp16" if fp16 else "fp32"
+            raise UserInputError(f"The ONNX model's input is {in_type} but {asked} was requested.")
+        static = [d if isinstance(d, int) else None for d in inputs[0].shape]
+        if None not in static and tuple(static) != tuple(self.spec.input_shape):
+            raise UserInputError(
+                f"The ONNX model takes inputs of shape {tuple(static)}, not {tuple(self.spec.input_shape)}."
+            )
+        x = self.fixed_input().astype(self._in_dtype)
+        assert self._device is not None
+        if self._device.type == "cpu":
+            self._feed = {self._in_name: x}
+            return
+        dev = self._device
+        self._x_gpu = torch.from_numpy(x).to(dev)
+        binding = sess.io_binding()
+        binding.bind_input(
+            name=self._in_name,
+            device_type="cuda",
+            device_id=int(dev.index or 0),
+            element_type=self._in_dtype,
+            shape=tuple(self._x_gpu.shape),
+            buffer_ptr=self._x_gpu.data_ptr(),
+        )
+        out_shape = outputs[0].shape
+        out_dtype = _ORT_TO_NUMPY.get(outputs[0].type)
+        if out_dtype is not None and all(isinstance(d, int) for d in out_shape):
+            torch_dtype = torch.from_numpy(np.zeros(0, dtype=out_dtype)).dtype
+            self._y_gpu = torch.empty(tuple(out_shape), dtype=torch_dtype, device=dev)
+            binding.bind_output(
+                name=self._out_name,
+                device_type="cuda",
+                device_id=int(dev.index or 0),
+                element_type=out_dtype,
+                shape=tuple(out_shape),
+                buffer_ptr=self._y_gpu.data_ptr(),
+            )
+        else:
+            binding.bind_output(self._out_name, "cuda", int(dev.index or 0))
+        torch.cuda.synchronize(dev)
+        self._binding = binding
+
+    def _deactivate(self) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        if self._device is not None and self._device.type == "cuda" and torch.cuda.is_available():
+            torch.cuda.synchronize(self._device)
+        self._binding = None
+        self._sess = None
+        self._feed = {}
+        self._x_gpu = self._y_gpu = None
+        if self._tmpdir is not None:
+            self._tmpdir.cleanup()
+            self._tmpdir = None
+
+    # --- work -----------------------------------------------------------------------------
+    def _time_once(self) -> float:
+        sess = self._sess
+        if self._binding is None:
+            feed, out = self._feed, [self._out_name]
+            t0 = time.perf_counter_ns()
+            sess.run(out, feed)
+            t1 = time.perf_counter_ns()
+        else:
+            dev, binding = self._device, self._binding
+            torch.cuda.synchronize(dev)
+            t0 = time.perf_counter_ns()
+            sess.run_with_iobinding(binding)
+            torch.cuda.synchronize(dev)
+            t1 = time.perf_counter_ns()
+        return (t1 - t0) / 1e6
+
+    def _infer(self, x: np.ndarray) -> np.ndarray:
+        feed = {self._in_name: np.ascontiguousarray(x).astype(self._in_dtype, copy=False)}
+        (out,) = self._sess.run([self._out_name], feed)
+        return np.asarray(out, dtype=np.float32)
+
+    # --- record ---------------------------------------------------------------------------
+    def info(self) -> RunnerInfo:
+        import onnxruntime as ort
+
+        dev = self._device or resolve_device(self.spec.device)
+        details: dict[str, Any] = {
+            "provider": self._provider,
+            "providers_in_session": list(self._sess.get_providers()) if self._sess is not None else None,
+            "inter_op_threads": 1,
+            "graph_optimization_level": "ORT_ENABLE_ALL",
+            "execution_mode": "ORT_SEQUENTIAL",
+            "exporter": self.exporter,
+            "opset": self.onnx_opset,
+            "onnx_sha256": self.onnx_sha256,
+            "onnx_path": str(self.onnx_path) if self.onnx_path is not None else None,
+            "export_seconds": self.export_info.seconds if self.export_info is not None else None,
+        }
+        if dev.type == "cuda" and torch.cuda.is_available():
+            details.update(cuda_device_details(dev))
+            details["io_binding"] = True
+            timer = "perf_counter+cuda-sync"
+        else:
+            details["device_name"] = cpu_model_name()
+            timer = "perf_counter"
+        return RunnerInfo(
+            backend=self.backend.value,
+            backend_version=ort.__version__,
+            precision=Precision(self.spec.precision).value,
+            device=str(dev),
+            threads=self.spec.threads,
+            timer=timer,
+            details=details,
+        )

@@ -1,0 +1,28 @@
+"""Options shared by several commands, as ``Annotated`` aliases (defined once, used everywhere)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from casprof.backends.base import Backend, Precision
+
+ProfileArg = Annotated[Path, typer.Argument(help="A cost profile (JSON).", show_default=False)]
+ProfileOpt = Annotated[Path, typer.Option("--profile", "-p", help="A cost profile (JSON).", show_default=False)]
+GenotypeOpt = Annotated[Path, typer.Option("--genotype", "-g", help="A genotype file (JSON).", show_default=False)]
+DeviceOpt = Annotated[
+    str,
+    typer.Option("--device", "-d", help="Device registry name (see `casprof devices`); cpu and cuda mean what is here."),
+]
+BackendOpt = Annotated[Backend, typer.Option("--backend", "-b", help="Backend that times the networks.")]
+PrecisionOpt = Annotated[Precision, typer.Option("--precision", help="Numeric precision (fp16 needs a GPU backend).")]
+ResolutionOpt = Annotated[str, typer.Option("--resolution", "-r", help="Input size HxW, divisible by the network stride.")]
+OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file (written atomically).", show_default=False)]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+NetworkOpt = Annotated[
+    Optional[Path],
+    typer.Option("--network", help="A network configuration JSON (default: the built-in CAS network).", show_default=False),
+]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]

@@ -1,0 +1,114 @@
+"""Comparing and checking profiles: per-operation changes with significance, and sanity checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from casprof.errors import UserInputError
+from casprof.hardware import HardwareFingerprint
+from casprof.ops import CELL_TYPES, candidate_ops
+from casprof.profile import Method, Metric, Profile
+from casprof.stats import Measurement
+
+
+def median_difference_ci(a: Measurement, b: Measurement, confidence: float = 0.95, n_resamples: int = 2000,
+                         seed: int = 0) -> tuple[float, float]:
+    """Bootstrap interval of ``median(b) - median(a)`` for two independent samples."""
+    rng = np.random.default_rng(seed)
+    xa, xb = np.asarray(a.samples), np.asarray(b.samples)
+    ma = np.median(xa[rng.integers(0, xa.size, (n_resamples, xa.size))], axis=1)
+    mb = np.median(xb[rng.integers(0, xb.size, (n_resamples, xb.size))], axis=1)
+    alpha = (1 - confidence) / 2
+    lo, hi = np.quantile(mb - ma, [alpha, 1 - alpha])
+    return float(lo), float(hi)
+
+
+@dataclass(frozen=True)
+class CostChange:
+    """How one operation's cost changed from profile A to profile B."""
+
+    cell_type: str
+    op: str
+    metric: str
+    a: float
+    b: float
+    interval: tuple[float, float] | None
+    significant: bool | None
+
+    @property
+    def change(self) -> float:
+        return self.b - self.a
+
+    @property
+    def ratio(self) -> float | None:
+        return self.b / self.a if self.a else None
+
+
+def diff_profiles(a: Profile, b: Profile, metric: str = Metric.LATENCY_MS.value) -> list[CostChange]:
+    """Per-operation change of ``metric``; latency changes carry a bootstrap interval of the difference.
+
+    A change is significant when that interval excludes zero; exact counts are significant when
+    they differ at all; estimates have no interval (``significant`` is ``None``).
+    """
+    a.require_network(b.network)
+    if metric not in a.metrics or metric not in b.metrics:
+        raise UserInputError(f"Both profiles must have the metric {metric!r}.")
+    changes = []
+    for t in CELL_TYPES:
+        for op in candidate_ops(t):
+            ca, cb = a.cost(t, op, metric), b.cost(t, op, metric)
+            interval: tuple[float, float] | None = None
+            significant: bool | None
+            if ca.measurement is not None and cb.measurement is not None:
+                interval = median_difference_ci(ca.measurement, cb.measurement)
+                significant = not (interval[0] <= 0.0 <= interval[1])
+            elif ca.source in ("exact", "definition") and cb.source in ("exact", "definition"):
+                significant = ca.value != cb.value
+            else:
+                significant = None
+            changes.append(CostChange(t, op, metric, ca.value, cb.value, interval, significant))
+    return changes
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str  # "warning" or "info"
+    message: str
+
+
+def check_profile(profile: Profile, present: HardwareFingerprint | None = None) -> list[Finding]:
+    """Sanity findings for a profile that already loaded (schema and fingerprints are checked on load)."""
+    findings: list[Finding] = []
+    if profile.method is Method.ESTIMATED:
+        findings.append(Finding("warning", "This profile is an ESTIMATE from spec-sheet figures, not a measurement."))
+    lat = Metric.LATENCY_MS.value
+    if lat in profile.metrics:
+        base = profile.baseline[lat]
+        if base.measurement is not None and base.measurement.noise_warning():
+            findings.append(Finding("warning", f"baseline c'_id: {base.measurement.noise_warning()}"))
+        for t in CELL_TYPES:
+            for op in candidate_ops(t):
+                cost = profile.cost(t, op, lat)
+                if cost.measurement is None:
+                    continue
+                lo, hi = cost.interval
+                if cost.interval_includes_zero:
+                    findings.append(Finding(
+                        "info", f"{t}/{op}: c_o = {cost.value:.3f} ms, its 95% interval [{lo:.3f}, {hi:.3f}] includes zero."
+                    ))
+                note = cost.measurement.noise_warning()
+                if note:
+                    findings.append(Finding("warning", f"{t}/{op}: {note}"))
+    digest = profile.hardware.get("digest")
+    if present is not None and digest and digest != present.digest():
+        findings.append(Finding("info", f"The profile was made on other hardware ({_describe(profile)}) than this machine ({present.describe()})."))
+    return findings
+
+
+def _describe(profile: Profile) -> str:
+    gpus = profile.hardware.get("gpus") or []
+    if gpus:
+        return f"GPU '{gpus[0].get('name')}'"
+    return f"CPU '{(profile.hardware.get('cpu') or {}).get('model', 'unknown')}'"

@@ -1,0 +1,123 @@
+"""Tables of profiles for people (rich) and for tools (pandas: CSV/JSON). Kept apart from the data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+from rich.console import Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from casprof.ops import CELL_TYPES, candidate_ops
+from casprof.profile import Method, Metric, Profile
+
+
+def profile_frame(profile: Profile) -> pd.DataFrame:
+    """One row per (cell type, operation): c_o of each metric with the latency's interval."""
+    base_latency = profile.baseline.get(Metric.LATENCY_MS.value)
+    rows: list[dict[str, Any]] = []
+    for t in CELL_TYPES:
+        for op in candidate_ops(t):
+            row: dict[str, Any] = {"cell_type": t, "op": op}
+            for metric in profile.metrics:
+                cost = profile.cost(t, op, metric)
+                row[metric] = cost.value
+                if metric == Metric.LATENCY_MS.value:
+                    lo, hi = cost.interval or (None, None)
+                    row["latency_ci95_low"] = lo
+                    row["latency_ci95_high"] = hi
+                    row["latency_pct_of_baseline"] = (
+                        100.0 * cost.value / base_latency.value if base_latency and base_latency.value else None
+                    )
+                    row["latency_n"] = cost.measurement.n if cost.measurement else None
+                    row["interval_includes_zero"] = cost.interval_includes_zero
+                    row["noisy"] = bool(cost.measurement and cost.measurement.noise_warning())
+                    row["source"] = cost.source
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _hardware_line(profile: Profile) -> str:
+    hw = profile.hardware
+    gpus = hw.get("gpus") or []
+    cpu = (hw.get("cpu") or {}).get("model", "unknown CPU")
+    if gpus:
+        return f"GPU {gpus[0].get('name')} (CPU {cpu})"
+    return f"CPU {cpu}"
+
+
+def _fmt(value: float | None, metric: str) -> str:
+    if value is None:
+        return "-"
+    if metric == Metric.LATENCY_MS.value:
+        return f"{value:.3f}"
+    if metric == Metric.MACS.value:
+        return f"{value / 1e9:.3f} G"
+    return f"{value / 1e6:.3f} M"
+
+
+def profile_table(profile: Profile) -> Group:
+    """A rich renderable: a header panel and the per-operation table."""
+    estimated = profile.method is Method.ESTIMATED
+    b = profile.backend
+    h, w = profile.input_size
+    header = [
+        f"device [bold]{profile.device}[/] · {_hardware_line(profile)}",
+        f"backend {b.name} {b.version} · {b.precision} · {b.device} · threads {b.threads} · timer {b.timer}",
+        f"network {profile.fingerprint} at {h}x{w} · created {profile.created} · casprof {profile.tool_version}",
+    ]
+    lat = profile.baseline.get(Metric.LATENCY_MS.value)
+    if lat is not None and lat.measurement is not None:
+        lo, hi = lat.interval
+        header.append(
+            f"baseline c'_id: {lat.value:.3f} ms (95% CI {lo:.3f}–{hi:.3f}, n={lat.measurement.n}, "
+            f"IQR {lat.measurement.iqr:.3f})"
+        )
+    elif lat is not None:
+        header.append(f"baseline c'_id: {lat.value:.3f} ms (ESTIMATE)")
+    for m in (Metric.PARAMS.value, Metric.MACS.value):
+        if m in profile.baseline:
+            header.append(f"baseline {m}: {_fmt(profile.baseline[m].value, m)}")
+    title = "[bold red]ESTIMATED PROFILE — not a measurement[/]" if estimated else "[bold]measured cost profile[/]"
+    panel = Panel("\n".join(header), title=title, border_style="red" if estimated else "cyan")
+
+    table = Table(show_lines=False, header_style="bold")
+    table.add_column("cell")
+    table.add_column("operation")
+    has_latency = Metric.LATENCY_MS.value in profile.metrics
+    if has_latency:
+        table.add_column("c_o latency ms" + (" (est.)" if estimated else ""), justify="right")
+        table.add_column("95% CI", justify="right")
+        table.add_column("% of c'_id", justify="right")
+    for m in profile.metrics:
+        if m != Metric.LATENCY_MS.value:
+            table.add_column(f"c_o {m}", justify="right")
+    table.add_column("note")
+    frame = profile_frame(profile)
+    for row in frame.itertuples(index=False):
+        cells = [row.cell_type, row.op]
+        note = ""
+        if has_latency:
+            lo, hi = row.latency_ci95_low, row.latency_ci95_high
+            cells += [
+                _fmt(row.latency_ms, Metric.LATENCY_MS.value),
+                "-" if lo is None or pd.isna(lo) else f"{lo:.3f} … {hi:.3f}",
+                "-" if row.latency_pct_of_baseline is None or pd.isna(row.latency_pct_of_baseline) else f"{row.latency_pct_of_baseline:.1f}%",
+            ]
+            if row.source == "definition":
+                note = "baseline by definition"
+            elif row.interval_includes_zero:
+                note = "interval includes 0"
+            if row.noisy:
+                note = (note + "; " if note else "") + "noisy"
+        for m in profile.metrics:
+            if m != Metric.LATENCY_MS.value:
+                cells.append(_fmt(getattr(row, m), m))
+        cells.append(note)
+        table.add_row(*cells, style="red" if estimated else None)
+    parts: list[Any] = [panel, table]
+    if profile.warnings:
+        parts.append(Text("Warnings:\n" + "\n".join(f"  - {w}" for w in profile.warnings), style="yellow"))
+    return Group(*parts)

@@ -1,0 +1,26 @@
+"""Error types that separate a user's bad input (exit 2) from a failure of the work (exit 1)."""
+
+from __future__ import annotations
+
+
+class CasError(Exception):
+    """Base class of every error the toolkit raises on purpose."""
+
+    exit_code: int = 1
+
+
+class UserInputError(CasError):
+    """Bad input: a missing or corrupt file, an unknown name, an impossible setting.
+
+    The message is one clear sentence; the CLI prints it and exits with status 2.
+    """
+
+    exit_code = 2
+
+
+class BackendUnavailableError(UserInputError):
+    """The requested backend or device cannot run here; nothing falls back silently."""
+
+
+class MeasurementError(CasError):
+    """The measurement itself failed (exit 1)."""

@@ -1,0 +1,357 @@
+"""The measurement protocol of DESIGN §3: probe networks timed in interleaved, paired rounds.
+
+For each cell type (a *block*), the baseline network and every probe of that cell type are
+prepared on the backend and warmed up. Then, round after round, each network runs once in a
+freshly shuffled order, the baseline twice (its round value is the mean of the two). A probe's
+cost in a round is its time minus the same round's baseline time, so slow drift of the
+machine (clocks, temperature, other load) cancels. c_o is the median over rounds of these
+paired differences, with a bootstrap interval; the raw samples are kept.
+
+Every finished round is checkpointed; ``resume=True`` continues an interrupted run without
+re-measuring finished blocks or rounds. Exact metrics (parameters, MACs) are counted once per
+probe before any timing.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from casprof import __version__
+from casprof._io import atomic_write_json, ensure_parent_exists, read_json_file
+from casprof.backends import make_runner
+from casprof.backends.base import Backend, Precision, Runner, RunnerSpec
+from casprof.complexity import count_macs, count_params
+from casprof.config import NetworkConfig
+from casprof.devices import ResolvedDevice
+from casprof.errors import UserInputError
+from casprof.hardware import HardwareFingerprint, sample_gpu_state
+from casprof.ops import CELL_TYPES, candidate_ops
+from casprof.probes import BASELINE, Probe, build_probe, measured_probes
+from casprof.profile import BackendRecord, CostValue, Method, Metric, Profile
+from casprof.stats import Measurement, paired_difference
+
+BASELINE_RUNS_PER_ROUND = 2
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    """How a profile is measured; recorded in the profile's ``settings`` block.
+
+    Args:
+        backend: which runner times the networks.
+        precision: fp32 or fp16 (fp16 needs a GPU backend).
+        resolution: input ``(H, W)`` the costs are measured at.
+        threads: CPU threads for the backend.
+        rounds: measurement rounds per cell type (each round times every network once).
+        warmup_iters: untimed forwards of each network before the first round.
+        warmup_seconds: minimum untimed seconds per network before the first round.
+        seed: seed of the input and of the shuffled order of each round.
+        exporter: ONNX exporter for the onnxruntime and tensorrt backends.
+    """
+
+    backend: Backend = Backend.ONNXRUNTIME
+    precision: Precision = Precision.FP32
+    resolution: tuple[int, int] = (768, 1536)
+    threads: int = 2
+    rounds: int = 12
+    warmup_iters: int = 2
+    warmup_seconds: float = 0.0
+    seed: int = 0
+    exporter: str = "torchscript"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "backend", Backend(self.backend))
+        object.__setattr__(self, "precision", Precision(self.precision))
+        object.__setattr__(self, "resolution", tuple(self.resolution))
+        if self.rounds < 3:
+            raise UserInputError(f"At least 3 measurement rounds are needed, got {self.rounds}.")
+        if self.threads < 1:
+            raise UserInputError(f"The thread count must be at least 1, got {self.threads}.")
+        if self.warmup_iters < 0 or self.warmup_seconds < 0:
+            raise UserInputError("Warm-up iterations and seconds cannot be negative.")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["backend"] = self.backend.value
+        d["precision"] = self.precision.value
+        d["resolution"] = list(self.resolution)
+        d["baseline_runs_per_round"] = BASELINE_RUNS_PER_ROUND
+        d["order"] = "each round: every network of the block once, the baseline twice, in a seeded random order"
+        d["pairing"] = "c_o sample = probe time - mean of the same round's baseline times"
+        d["batch"] = 1
+        return d
+
+
+@dataclass
+class _BlockState:
+    """Samples of one cell type's block: one list per network, one entry per finished round."""
+
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    baseline: list[float] = field(default_factory=list)
+
+    @property
+    def rounds_done(self) -> int:
+        return len(self.baseline)
+
+
+@dataclass
+class MeasureState:
+    """Everything measured so far; checkpointed after every round."""
+
+    key: dict[str, Any]
+    exact: dict[str, dict[str, float]] = field(default_factory=dict)
+    blocks: dict[str, _BlockState] = field(default_factory=dict)
+    backend_info: dict[str, Any] = field(default_factory=dict)
+    gpu_states: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "exact": self.exact,
+            "blocks": {t: {"samples": b.samples, "baseline": b.baseline} for t, b in self.blocks.items()},
+            "backend_info": self.backend_info,
+            "gpu_states": self.gpu_states,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MeasureState:
+        return cls(
+            key=d["key"],
+            exact=d.get("exact", {}),
+            blocks={t: _BlockState(b["samples"], b["baseline"]) for t, b in d.get("blocks", {}).items()},
+            backend_info=d.get("backend_info", {}),
+            gpu_states=d.get("gpu_states", []),
+        )
+
+
+def checkpoint_path(out: Path) -> Path:
+    """Where an unfinished measurement of ``out`` keeps its state."""
+    return out.with_name(out.name + ".partial.json")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A progress event for the display (the CLI draws a rich progress bar from these)."""
+
+    stage: str
+    done: int
+    total: int
+    detail: str = ""
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+def _state_key(config: NetworkConfig, settings: MeasureSettings, device: ResolvedDevice, hw: HardwareFingerprint) -> dict[str, Any]:
+    return {
+        "network": config.fingerprint(),
+        "settings": json.loads(json.dumps(settings.to_dict())),
+        "device": device.spec.name,
+        "hardware": hw.digest(),
+        "tool_version": __version__,
+    }
+
+
+def _load_state(path: Path, key: dict[str, Any]) -> MeasureState:
+    raw = read_json_file(path, "checkpoint")
+    try:
+        state = MeasureState.from_dict(raw)
+    except (KeyError, TypeError, AttributeError):
+        raise UserInputError(f"The checkpoint {path} is malformed; delete it to start afresh.") from None
+    if state.key != key:
+        diffs = sorted(k for k in set(key) | set(state.key) if key.get(k) != state.key.get(k))
+        raise UserInputError(
+            f"The checkpoint {path} was made with a different {', '.join(diffs)}; rerun without --resume to start afresh."
+        )
+    return state
+
+
+def _exact_metrics(config: NetworkConfig, probes: Sequence[Probe], settings: MeasureSettings, state: MeasureState,
+                   save: Callable[[], None], progress: ProgressCallback) -> None:
+    h, w = settings.resolution
+    todo = [p for p in probes if p.key not in state.exact]
+    for i, probe in enumerate(todo):
+        progress(Progress("counting parameters and MACs", i, len(todo), probe.key))
+        model = build_probe(config, probe)
+        state.exact[probe.key] = {
+            Metric.PARAMS.value: float(count_params(model)),
+            Metric.MACS.value: float(count_macs(model, (1, config.in_channels, h, w)).total),
+        }
+        save()
+    progress(Progress("counting parameters and MACs", len(todo), len(todo)))
+
+
+def _runner_spec(config: NetworkConfig, settings: MeasureSettings, device: ResolvedDevice, workdir: Path) -> RunnerSpec:
+    h, w = settings.resolution
+    return RunnerSpec(
+        input_shape=(1, config.in_channels, h, w),
+        device=device.torch_device,
+        precision=settings.precision,
+        threads=settings.threads,
+        workdir=workdir,
+        seed=settings.seed,
+    )
+
+
+def _open_runners(stack: ExitStack, config: NetworkConfig, probes: Sequence[Probe], settings: MeasureSettings,
+                  spec: RunnerSpec, progress: ProgressCallback, label: str) -> dict[str, Runner]:
+    runners: dict[str, Runner] = {}
+    for i, probe in enumerate(probes):
+        progress(Progress(f"{label}: preparing networks", i, len(probes), probe.key))
+        kwargs = {"exporter": settings.exporter} if settings.backend is not Backend.TORCH else {}
+        runner = make_runner(settings.backend, build_probe(config, probe), spec, **kwargs)
+        runners[probe.key] = stack.enter_context(runner)
+    for i, (key, runner) in enumerate(runners.items()):
+        progress(Progress(f"{label}: warming up", i, len(runners), key))
+        runner.warmup(settings.warmup_iters, settings.warmup_seconds)
+    return runners
+
+
+def _rounds(block: _BlockState, runners: dict[str, Runner], settings: MeasureSettings,
+            save: Callable[[], None], progress: ProgressCallback, label: str) -> None:
+    keys = [k for k in runners if k != BASELINE.key]
+    for k in keys:
+        block.samples.setdefault(k, [])
+    while block.rounds_done < settings.rounds:
+        progress(Progress(f"{label}: measuring", block.rounds_done, settings.rounds, f"round {block.rounds_done + 1}"))
+        order = keys + [BASELINE.key] * BASELINE_RUNS_PER_ROUND
+        # one generator per round, so a resumed run draws the same orders as an uninterrupted one
+        random.Random(f"{settings.seed}/{label}/{block.rounds_done}").shuffle(order)
+        times: dict[str, list[float]] = {}
+        for key in order:
+            times.setdefault(key, []).append(runners[key].time_once())
+        for key in keys:
+            block.samples[key].append(times[key][0])
+        block.baseline.append(sum(times[BASELINE.key]) / len(times[BASELINE.key]))
+        save()
+    progress(Progress(f"{label}: measuring", settings.rounds, settings.rounds))
+
+
+def run_measurement(
+    config: NetworkConfig,
+    settings: MeasureSettings,
+    device: ResolvedDevice,
+    hardware: HardwareFingerprint,
+    *,
+    out: Path,
+    resume: bool = False,
+    progress: ProgressCallback = lambda p: None,
+    workdir: Path | None = None,
+) -> Profile:
+    """Measure a full cost profile and write it to ``out`` (atomically).
+
+    Raises:
+        UserInputError: bad settings, a resolution the network cannot take, a checkpoint
+            made with other settings, an output folder that does not exist.
+        BackendUnavailableError: the backend cannot run on this device.
+    """
+    config.check_resolution(*settings.resolution)
+    out = Path(out)
+    ensure_parent_exists(out)
+    ckpt = checkpoint_path(out)
+    key = _state_key(config, settings, device, hardware)
+    state = _load_state(ckpt, key) if resume and ckpt.exists() else MeasureState(key=key)
+
+    def save() -> None:
+        atomic_write_json(ckpt, state.to_dict())
+
+    probes = [BASELINE] + measured_probes()
+    gpu_index = device.gpu.index if device.gpu is not None else None
+    if gpu_index is not None:
+        state.gpu_states.append({"when": "start", **(sample_gpu_state(gpu_index) or {})})
+
+    _exact_metrics(config, probes, settings, state, save, progress)
+
+    with tempfile.TemporaryDirectory(prefix="casprof-") as tmp:
+        spec = _runner_spec(config, settings, device, Path(workdir) if workdir else Path(tmp))
+        for cell_type in CELL_TYPES:
+            block = state.blocks.setdefault(cell_type, _BlockState())
+            if block.rounds_done >= settings.rounds:
+                continue
+            block_probes = [BASELINE] + [p for p in probes if p.cell_type == cell_type]
+            with ExitStack() as stack:
+                runners = _open_runners(stack, config, block_probes, settings, spec, progress, cell_type)
+                if not state.backend_info:
+                    state.backend_info = runners[BASELINE.key].info().to_dict()
+                _rounds(block, runners, settings, save, progress, cell_type)
+    if gpu_index is not None:
+        state.gpu_states.append({"when": "end", **(sample_gpu_state(gpu_index) or {})})
+    profile = build_profile(config, settings, device, hardware, state)
+    profile.save(out)
+    ckpt.unlink(missing_ok=True)
+    return profile
+
+
+def build_profile(config: NetworkConfig, settings: MeasureSettings, device: ResolvedDevice,
+                  hardware: HardwareFingerprint, state: MeasureState) -> Profile:
+    """Turn the raw samples of a finished measurement into a :class:`Profile`."""
+    exact_base = state.exact[BASELINE.key]
+    baseline_samples = [s for t in CELL_TYPES for s in state.blocks[t].baseline]
+    baseline = {
+        Metric.LATENCY_MS.value: CostValue.measured(Measurement(baseline_samples)),
+        Metric.PARAMS.value: CostValue(exact_base[Metric.PARAMS.value]),
+        Metric.MACS.value: CostValue(exact_base[Metric.MACS.value]),
+    }
+    warnings: list[str] = []
+    costs: dict[str, dict[str, dict[str, CostValue]]] = {}
+    for t in CELL_TYPES:
+        costs[t] = {}
+        for op in candidate_ops(t):
+            if op == "identity":
+                costs[t][op] = {m.value: CostValue(0.0, source="definition") for m in Metric}
+                continue
+            probe = Probe(t, op)
+            block = state.blocks[t]
+            absolute = Measurement(block.samples[probe.key])
+            diff = paired_difference(absolute, Measurement(block.baseline))
+            exact = state.exact[probe.key]
+            costs[t][op] = {
+                Metric.LATENCY_MS.value: CostValue.measured(diff, absolute),
+                Metric.PARAMS.value: CostValue(exact[Metric.PARAMS.value] - exact_base[Metric.PARAMS.value]),
+                Metric.MACS.value: CostValue(exact[Metric.MACS.value] - exact_base[Metric.MACS.value]),
+            }
+            note = diff.noise_warning()
+            if note:
+                warnings.append(f"{t}/{op}: {note}")
+    info = state.backend_info
+    backend = BackendRecord(
+        name=info.get("backend", settings.backend.value),
+        version=info.get("backend_version", "unknown"),
+        precision=info.get("precision", settings.precision.value),
+        device=info.get("device", device.torch_device),
+        threads=info.get("threads", settings.threads),
+        timer=info.get("timer"),
+        details=info.get("details", {}),
+    )
+    hw = hardware.to_dict()
+    hw["digest"] = hardware.digest()
+    hw["matched_device"] = device.matched_name
+    if state.gpu_states:
+        hw["gpu_state_samples"] = state.gpu_states
+    return Profile(
+        device=device.spec.name,
+        hardware=hw,
+        backend=backend,
+        method=Method.MEASURED,
+        network=config,
+        input_size=tuple(settings.resolution),
+        baseline=baseline,
+        costs=costs,
+        settings=settings.to_dict(),
+        warnings=tuple(warnings),
+    )
+
+
+def iter_costs(profile: Profile, metric: str) -> Iterator[tuple[str, str, CostValue]]:
+    """``(cell_type, op, cost)`` for every operation of a profile, in table order."""
+    for t in CELL_TYPES:
+        for op in candidate_ops(t):
+            yield t, op, profile.cost(t, op, metric)
+

@@ -1,0 +1,308 @@
+"""Cost profiles (DESIGN §3): one versioned, fingerprinted JSON file per device and backend.
+
+``costs[cell_type][op][metric]`` holds c_o = c'_o - c'_id. A measured latency keeps the raw
+paired-difference samples (one per measurement round) and the probe's absolute samples, with
+their median, spread and bootstrap interval; ``params`` and ``macs`` are exact counts. An
+interval that includes zero is kept as it is, never clamped.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from casprof import __version__
+from casprof._io import atomic_write_json, read_json_file
+from casprof.config import NetworkConfig
+from casprof.errors import UserInputError
+from casprof.ops import CELL_TYPES, candidate_ops
+from casprof.stats import Measurement
+
+PROFILE_SCHEMA_VERSION = 1
+
+
+class Metric(str, enum.Enum):
+    LATENCY_MS = "latency_ms"
+    PARAMS = "params"
+    MACS = "macs"
+
+    @property
+    def unit(self) -> str:
+        return {"latency_ms": "ms", "params": "parameters", "macs": "MACs"}[self.value]
+
+
+class Method(str, enum.Enum):
+    MEASURED = "measured"
+    ESTIMATED = "estimated"
+
+
+@dataclass(frozen=True)
+class CostValue:
+    """One cost: its value, and for a measured latency the samples it came from.
+
+    Args:
+        value: the headline figure (the median for a measurement, the count for an exact metric).
+        measurement: paired-difference samples (c_o) or raw samples (c'_id); ``None`` when exact
+            or estimated.
+        absolute: for c_o, the probe network's own samples c'_o.
+        source: ``measured``, ``exact`` (a count), ``definition`` (identity: zero by definition)
+            or ``estimated``.
+    """
+
+    value: float
+    measurement: Measurement | None = None
+    absolute: Measurement | None = None
+    source: str = "exact"
+
+    @classmethod
+    def measured(cls, diff: Measurement, absolute: Measurement | None = None) -> CostValue:
+        return cls(diff.median, diff, absolute, "measured")
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        return None if self.measurement is None else self.measurement.ci95
+
+    @property
+    def interval_includes_zero(self) -> bool:
+        return self.measurement is not None and self.measurement.interval_includes_zero
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"value": self.value, "source": self.source}
+        if self.measurement is not None:
+            m = self.measurement.to_dict()
+            d.update(
+                median=m["median"],
+                ci95=m["ci95"],
+                iqr=m["iqr"],
+                mad=m["mad"],
+                n=m["n"],
+                interval_includes_zero=self.measurement.interval_includes_zero,
+                noise_warning=m["noise_warning"],
+                samples=m["samples"],
+            )
+        if self.absolute is not None:
+            d["absolute"] = {
+                "median": self.absolute.median,
+                "ci95": list(self.absolute.ci95),
+                "samples": list(self.absolute.samples),
+            }
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> CostValue:
+        if not isinstance(d, Mapping) or "value" not in d:
+            raise UserInputError(f"The profile entry {where} has no value.")
+        value = d["value"]
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise UserInputError(f"The profile entry {where} has a non-numeric value {value!r}.")
+        try:
+            measurement = Measurement.from_dict({"samples": d["samples"]}) if "samples" in d else None
+            absolute = Measurement.from_dict(d["absolute"]) if "absolute" in d else None
+        except (ValueError, TypeError, KeyError) as exc:
+            raise UserInputError(f"The profile entry {where} has malformed samples ({exc}).") from None
+        source = str(d.get("source", "measured" if measurement else "exact"))
+        if measurement is not None and not math.isclose(measurement.median, value, rel_tol=1e-9, abs_tol=1e-12):
+            raise UserInputError(f"The profile entry {where} has a value that is not the median of its samples.")
+        return cls(float(value), measurement, absolute, source)
+
+
+@dataclass(frozen=True)
+class BackendRecord:
+    """Which backend measured the latencies, and how."""
+
+    name: str
+    version: str
+    precision: str
+    device: str
+    threads: int | None = None
+    timer: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "precision": self.precision,
+            "device": self.device,
+            "threads": self.threads,
+            "timer": self.timer,
+            "details": dict(self.details),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any) -> BackendRecord:
+        if not isinstance(d, Mapping) or not {"name", "version", "precision", "device"} <= set(d):
+            raise UserInputError("The profile's backend block needs name, version, precision and device.")
+        return cls(
+            name=str(d["name"]),
+            version=str(d["version"]),
+            precision=str(d["precision"]),
+            device=str(d["device"]),
+            threads=d.get("threads"),
+            timer=d.get("timer"),
+            details=dict(d.get("details") or {}),
+        )
+
+
+CostTable = Mapping[str, Mapping[str, Mapping[str, CostValue]]]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A cost profile: c'_id and c_o for every cell type, operation and metric."""
+
+    device: str
+    hardware: Mapping[str, Any]
+    backend: BackendRecord
+    method: Method
+    network: NetworkConfig
+    input_size: tuple[int, int]
+    baseline: Mapping[str, CostValue]
+    costs: CostTable
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    tool_version: str = __version__
+    warnings: tuple[str, ...] = ()
+
+    # --- queries --------------------------------------------------------------------------
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return tuple(self.baseline)
+
+    @property
+    def fingerprint(self) -> str:
+        """The network fingerprint the profile was made for."""
+        return self.network.fingerprint()
+
+    def cost(self, cell_type: str, op: str, metric: str) -> CostValue:
+        return self.costs[cell_type][op][metric]
+
+    def edge_share(self, cell_type: str, op: str, metric: str) -> float:
+        """The cost of one edge of a cell type: c_o divided by the edges of a probe cell."""
+        return self.cost(cell_type, op, metric).value / self.network.edges_per_cell(cell_type)
+
+    def require_network(self, config: NetworkConfig) -> None:
+        """Refuse a profile made for another network, saying what differs."""
+        if self.fingerprint == config.fingerprint():
+            return
+        mine, theirs = self.network.to_dict(), config.to_dict()
+        diffs = [f"{k} {mine.get(k)!r} vs {theirs.get(k)!r}" for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
+        detail = "; ".join(diffs) if diffs else "another skeleton version or operation set"
+        raise UserInputError(
+            f"The profile was made for network {self.fingerprint}, not {config.fingerprint()} (profile vs expected: {detail})."
+        )
+
+    # --- serialisation --------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": PROFILE_SCHEMA_VERSION,
+            "tool": {"name": "casprof", "version": self.tool_version},
+            "created": self.created,
+            "device": self.device,
+            "hardware": dict(self.hardware),
+            "backend": self.backend.to_dict(),
+            "method": self.method.value,
+            "network": self.network.network_block(self.input_size),
+            "settings": dict(self.settings),
+            "warnings": list(self.warnings),
+            "baseline": {m: v.to_dict() for m, v in self.baseline.items()},
+            "costs": {
+                t: {op: {m: v.to_dict() for m, v in metrics.items()} for op, metrics in ops.items()}
+                for t, ops in self.costs.items()
+            },
+        }
+
+    def save(self, path: Path) -> None:
+        atomic_write_json(Path(path), self.to_dict())
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Profile:
+        return _parse_profile(d)
+
+    @classmethod
+    def load(cls, path: Path) -> Profile:
+        return _parse_profile(read_json_file(Path(path), "profile"))
+
+
+def _require(d: Mapping[str, Any], keys: tuple[str, ...]) -> None:
+    missing = [k for k in keys if k not in d]
+    if missing:
+        raise UserInputError(f"The profile is missing the field(s) {', '.join(missing)}.")
+
+
+def _parse_profile(d: Any) -> Profile:
+    if not isinstance(d, Mapping):
+        raise UserInputError("A profile must be a JSON object.")
+    version = d.get("schema_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise UserInputError("The profile has no integer schema_version; it is not a casprof profile.")
+    if version > PROFILE_SCHEMA_VERSION:
+        raise UserInputError(
+            f"The profile has schema_version {version}, newer than this toolkit reads ({PROFILE_SCHEMA_VERSION}); upgrade casprof."
+        )
+    if version < 1:
+        raise UserInputError(f"The profile has an invalid schema_version {version}.")
+    _require(d, ("device", "hardware", "backend", "method", "network", "baseline", "costs"))
+    try:
+        method = Method(d["method"])
+    except ValueError:
+        raise UserInputError(f"The profile's method {d['method']!r} is neither 'measured' nor 'estimated'.") from None
+    network_block = d["network"]
+    config = NetworkConfig.from_dict(network_block)
+    recorded = network_block.get("fingerprint")
+    if recorded != config.fingerprint():
+        raise UserInputError(
+            f"The profile's network fingerprint {recorded} does not match its configuration ({config.fingerprint()}); "
+            "it was made by another skeleton version or edited by hand."
+        )
+    size = network_block.get("input_size")
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+        raise UserInputError("The profile's network block has no valid input_size [H, W].")
+    if not isinstance(d["baseline"], Mapping) or not d["baseline"]:
+        raise UserInputError("The profile's baseline block is empty.")
+    metrics = tuple(d["baseline"])
+    for m in metrics:
+        try:
+            Metric(m)
+        except ValueError:
+            raise UserInputError(f"The profile names the unknown metric {m!r}.") from None
+    baseline = {m: CostValue.from_dict(v, f"baseline.{m}") for m, v in d["baseline"].items()}
+    costs_raw = d["costs"]
+    if not isinstance(costs_raw, Mapping):
+        raise UserInputError("The profile's costs block must be an object.")
+    costs: dict[str, dict[str, dict[str, CostValue]]] = {}
+    for t in CELL_TYPES:
+        if t not in costs_raw:
+            raise UserInputError(f"The profile has no costs for the {t!r} cell.")
+        costs[t] = {}
+        for op in candidate_ops(t):
+            entry = costs_raw[t].get(op) if isinstance(costs_raw[t], Mapping) else None
+            if not isinstance(entry, Mapping):
+                raise UserInputError(f"The profile has no cost for the {t!r} operation {op!r}.")
+            missing = [m for m in metrics if m not in entry]
+            if missing:
+                raise UserInputError(f"The profile's {t}/{op} entry lacks the metric(s) {', '.join(missing)}.")
+            costs[t][op] = {m: CostValue.from_dict(entry[m], f"costs.{t}.{op}.{m}") for m in metrics}
+        extra = sorted(set(costs_raw[t]) - set(candidate_ops(t)))
+        if extra:
+            raise UserInputError(f"The profile's {t!r} cell names unknown operation(s) {', '.join(extra)}.")
+    tool = d.get("tool") or {}
+    return Profile(
+        device=str(d["device"]),
+        hardware=dict(d["hardware"]) if isinstance(d["hardware"], Mapping) else {},
+        backend=BackendRecord.from_dict(d["backend"]),
+        method=method,
+        network=config,
+        input_size=(size[0], size[1]),
+        baseline=baseline,
+        costs=costs,
+        settings=dict(d.get("settings") or {}),
+        created=str(d.get("created", "")),
+        tool_version=str(tool.get("version", "unknown")),
+        warnings=tuple(str(w) for w in d.get("warnings") or ()),
+    )
