@@ -41,11 +41,12 @@ is dropped, so every ``aten::`` operator of the trace needs a handle above, and
 :func:`count_macs` raises :class:`RuntimeError` naming any operator that has none.
 
 The trace is a real forward pass of the model in evaluation mode, on the CPU, in float32, under
-``torch.no_grad()`` (about 1-3 s per CAS probe network at 768x1536 on 2 cores); the caller's
-model is left as it was. Tracing
-on the ``meta`` device does not work with the ``torch.jit`` tracer: the tracer turns every
-``tensor.shape`` read into a traced tensor, and the Python meta kernel of ``aten::convolution``
-then fails on a tensor-valued shape check (torch 2.13).
+``torch.no_grad()``: about 1-4 s per CAS probe network at 768x1536 on 2 cores, about twice a
+plain forward. The caller's model is left as it was. Tracing on the ``meta`` device does not
+work with fvcore's ``torch.jit`` tracer (torch 2.13): while tracing, every ``tensor.shape`` read
+returns traced tensors, and the Python meta kernel of ``aten::convolution`` then fails on a
+tensor-valued shape check; routing the meta kernels around the tracer (a dispatch mode or a
+tensor subclass) hides the convolutions from the trace instead.
 
 This module depends on torch and fvcore only.
 """
@@ -62,9 +63,13 @@ from math import prod
 from typing import Any
 
 import torch
-from fvcore.nn import FlopCountAnalysis
-from fvcore.nn.jit_handles import get_shape
 from torch import nn
+
+with warnings.catch_warnings():
+    # fvcore.nn's package import scripts a focal loss with the deprecated torch.jit.script.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from fvcore.nn import FlopCountAnalysis
+    from fvcore.nn.jit_handles import get_shape
 
 __all__ = [
     "CONV_OPERATORS",
@@ -240,8 +245,7 @@ def _pool2d(op: str) -> Handle:
         if len(kernel) != 2:
             raise RuntimeError(f"count_macs: {op} has an unexpected kernel size {kernel}")
         reads = prod(x[:-2]) * prod(
-            _taps_inside(x[d - 2], y[d - 2], kernel[i], stride[i], padding[i], dilation[i])
-            for i, d in enumerate((2, 3))
+            _taps_inside(x[-2 + i], y[-2 + i], kernel[i], stride[i], padding[i], dilation[i]) for i in range(2)
         )
         return Counter({name: reads})
 

@@ -257,5 +257,5 @@ def resolve_device(name: str, hw: HardwareFingerprint) -> ResolvedDevice:
         )
     raise BackendUnavailableError(
         f"Device '{spec.name}' ({spec.description}) is not present: this machine has "
-        f"{hw.describe()}; use {_alternatives(spec, hw)}, or --estimate for a spec-sheet estimate."
+        f"{hw.describe()}; use {_alternatives(spec, hw)}."
     )

@@ -1,11 +1,12 @@
 """The measurement protocol of DESIGN §3: probe networks timed in interleaved, paired rounds.
 
 For each cell type (a *block*), the baseline network and every probe of that cell type are
-prepared on the backend and warmed up. Then, round after round, each network runs once in a
-freshly shuffled order, the baseline twice (its round value is the mean of the two). A probe's
-cost in a round is its time minus the same round's baseline time, so slow drift of the
-machine (clocks, temperature, other load) cancels. c_o is the median over rounds of these
-paired differences, with a bootstrap interval; the raw samples are kept.
+prepared on the backend and warmed up. Then, round after round, the probes run once each in a
+freshly shuffled order, and the baseline runs before the first probe, between every two probes
+and after the last: ``B p1 B p2 B ... pn B``. A probe's sample in a round is its time minus the
+mean of the two baseline runs that bracket it, so drift of the machine (clocks, temperature,
+other load) cancels locally. c_o is the median over rounds of these paired differences, with a
+bootstrap interval; the raw samples are kept.
 
 Every finished round is checkpointed; ``resume=True`` continues an interrupted run without
 re-measuring finished blocks or rounds. Exact metrics (parameters, MACs) are counted once per
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import random
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
@@ -37,7 +39,6 @@ from casprof.probes import BASELINE, Probe, build_probe, measured_probes
 from casprof.profile import BackendRecord, CostValue, Method, Metric, Profile
 from casprof.stats import Measurement, paired_difference
 
-BASELINE_RUNS_PER_ROUND = 2
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class MeasureSettings:
     precision: Precision = Precision.FP32
     resolution: tuple[int, int] = (768, 1536)
     threads: int = 2
-    rounds: int = 12
+    rounds: int = 10
     warmup_iters: int = 2
     warmup_seconds: float = 0.0
     seed: int = 0
@@ -82,23 +83,24 @@ class MeasureSettings:
         d["backend"] = self.backend.value
         d["precision"] = self.precision.value
         d["resolution"] = list(self.resolution)
-        d["baseline_runs_per_round"] = BASELINE_RUNS_PER_ROUND
-        d["order"] = "each round: every network of the block once, the baseline twice, in a seeded random order"
-        d["pairing"] = "c_o sample = probe time - mean of the same round's baseline times"
+        d["order"] = "each round: the block's probes once each in a seeded random order, bracketed by baseline runs (B p1 B p2 ... pn B)"
+        d["pairing"] = "c_o sample = probe time - mean of the two baseline runs that bracket it"
         d["batch"] = 1
         return d
 
 
 @dataclass
 class _BlockState:
-    """Samples of one cell type's block: one list per network, one entry per finished round."""
+    """Samples of one cell type's block, one entry per finished round.
+
+    ``samples[key]`` are a probe's times, ``brackets[key]`` the mean of the two baseline runs
+    around each of them, ``baseline`` every baseline run of the block.
+    """
 
     samples: dict[str, list[float]] = field(default_factory=dict)
+    brackets: dict[str, list[float]] = field(default_factory=dict)
     baseline: list[float] = field(default_factory=list)
-
-    @property
-    def rounds_done(self) -> int:
-        return len(self.baseline)
+    rounds_done: int = 0
 
 
 @dataclass
@@ -110,14 +112,19 @@ class MeasureState:
     blocks: dict[str, _BlockState] = field(default_factory=dict)
     backend_info: dict[str, Any] = field(default_factory=dict)
     gpu_states: list[dict[str, Any]] = field(default_factory=list)
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+
+    def add_time(self, phase: str, seconds: float) -> None:
+        self.phase_seconds[phase] = self.phase_seconds.get(phase, 0.0) + seconds
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "key": self.key,
             "exact": self.exact,
-            "blocks": {t: {"samples": b.samples, "baseline": b.baseline} for t, b in self.blocks.items()},
+            "blocks": {t: asdict(b) for t, b in self.blocks.items()},
             "backend_info": self.backend_info,
             "gpu_states": self.gpu_states,
+            "phase_seconds": self.phase_seconds,
         }
 
     @classmethod
@@ -125,9 +132,10 @@ class MeasureState:
         return cls(
             key=d["key"],
             exact=d.get("exact", {}),
-            blocks={t: _BlockState(b["samples"], b["baseline"]) for t, b in d.get("blocks", {}).items()},
+            blocks={t: _BlockState(**b) for t, b in d.get("blocks", {}).items()},
             backend_info=d.get("backend_info", {}),
             gpu_states=d.get("gpu_states", []),
+            phase_seconds=d.get("phase_seconds", {}),
         )
 
 
@@ -217,19 +225,25 @@ def _open_runners(stack: ExitStack, config: NetworkConfig, probes: Sequence[Prob
 def _rounds(block: _BlockState, runners: dict[str, Runner], settings: MeasureSettings,
             save: Callable[[], None], progress: ProgressCallback, label: str) -> None:
     keys = [k for k in runners if k != BASELINE.key]
-    for k in keys:
-        block.samples.setdefault(k, [])
+    baseline = runners[BASELINE.key]
     while block.rounds_done < settings.rounds:
         progress(Progress(f"{label}: measuring", block.rounds_done, settings.rounds, f"round {block.rounds_done + 1}"))
-        order = keys + [BASELINE.key] * BASELINE_RUNS_PER_ROUND
+        order = list(keys)
         # one generator per round, so a resumed run draws the same orders as an uninterrupted one
         random.Random(f"{settings.seed}/{label}/{block.rounds_done}").shuffle(order)
-        times: dict[str, list[float]] = {}
+        before = baseline.time_once()
+        round_samples, round_brackets, round_baseline = {}, {}, [before]
         for key in order:
-            times.setdefault(key, []).append(runners[key].time_once())
-        for key in keys:
-            block.samples[key].append(times[key][0])
-        block.baseline.append(sum(times[BASELINE.key]) / len(times[BASELINE.key]))
+            t = runners[key].time_once()
+            after = baseline.time_once()
+            round_samples[key], round_brackets[key] = t, (before + after) / 2
+            round_baseline.append(after)
+            before = after
+        for key in keys:  # commit the round only when it is complete
+            block.samples.setdefault(key, []).append(round_samples[key])
+            block.brackets.setdefault(key, []).append(round_brackets[key])
+        block.baseline.extend(round_baseline)
+        block.rounds_done += 1
         save()
     progress(Progress(f"{label}: measuring", settings.rounds, settings.rounds))
 
@@ -267,7 +281,9 @@ def run_measurement(
     if gpu_index is not None:
         state.gpu_states.append({"when": "start", **(sample_gpu_state(gpu_index) or {})})
 
+    start = time.perf_counter()
     _exact_metrics(config, probes, settings, state, save, progress)
+    state.add_time("count_params_macs", time.perf_counter() - start)
 
     with tempfile.TemporaryDirectory(prefix="casprof-") as tmp:
         spec = _runner_spec(config, settings, device, Path(workdir) if workdir else Path(tmp))
@@ -277,10 +293,14 @@ def run_measurement(
                 continue
             block_probes = [BASELINE] + [p for p in probes if p.cell_type == cell_type]
             with ExitStack() as stack:
+                start = time.perf_counter()
                 runners = _open_runners(stack, config, block_probes, settings, spec, progress, cell_type)
+                state.add_time("prepare_and_warmup", time.perf_counter() - start)
                 if not state.backend_info:
                     state.backend_info = runners[BASELINE.key].info().to_dict()
+                start = time.perf_counter()
                 _rounds(block, runners, settings, save, progress, cell_type)
+                state.add_time("timed_rounds", time.perf_counter() - start)
     if gpu_index is not None:
         state.gpu_states.append({"when": "end", **(sample_gpu_state(gpu_index) or {})})
     profile = build_profile(config, settings, device, hardware, state)
@@ -310,7 +330,7 @@ def build_profile(config: NetworkConfig, settings: MeasureSettings, device: Reso
             probe = Probe(t, op)
             block = state.blocks[t]
             absolute = Measurement(block.samples[probe.key])
-            diff = paired_difference(absolute, Measurement(block.baseline))
+            diff = paired_difference(absolute, Measurement(block.brackets[probe.key]))
             exact = state.exact[probe.key]
             costs[t][op] = {
                 Metric.LATENCY_MS.value: CostValue.measured(diff, absolute),
@@ -344,7 +364,7 @@ def build_profile(config: NetworkConfig, settings: MeasureSettings, device: Reso
         input_size=tuple(settings.resolution),
         baseline=baseline,
         costs=costs,
-        settings=settings.to_dict(),
+        settings={**settings.to_dict(), "phase_seconds": {k: round(v, 2) for k, v in state.phase_seconds.items()}},
         warnings=tuple(warnings),
     )
 

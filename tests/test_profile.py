@@ -32,7 +32,9 @@ def test_measured_profile_contents(tiny_profile_path: Path) -> None:
     assert raw["settings"]["rounds"] == 3 and raw["settings"]["seed"] == 0
     assert raw["created"].endswith("Z")
     base = raw["baseline"]["latency_ms"]
-    assert base["value"] > 0 and len(base["samples"]) == 3 * 3  # three blocks of three rounds
+    # three rounds per block, each with one baseline run more than the block has probes
+    assert base["value"] > 0 and len(base["samples"]) == 3 * (11 + 11 + 10)
+    assert set(raw["settings"]["phase_seconds"]) == {"count_params_macs", "prepare_and_warmup", "timed_rounds"}
     assert not tiny_profile_path.with_name(tiny_profile_path.name + ".partial.json").exists()
     for t in CELL_TYPES:
         assert set(raw["costs"][t]) == set(candidate_ops(t))

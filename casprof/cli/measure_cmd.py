@@ -35,7 +35,7 @@ def measure(
     resolution: ResolutionOpt = "768x1536",
     out: OutOpt = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted measurement of the same --out.")] = False,
-    rounds: Annotated[int, typer.Option("--rounds", help="Measurement rounds per cell type.")] = 12,
+    rounds: Annotated[int, typer.Option("--rounds", help="Measurement rounds per cell type.")] = 10,
     threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads (default: all cores this process may use).", show_default=False)] = None,
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs of each network before the first round.")] = 2,
     exporter: Annotated[str, typer.Option("--exporter", help="ONNX exporter: torchscript (fast) or dynamo.")] = "torchscript",
@@ -44,8 +44,8 @@ def measure(
 ) -> None:
     """Measure c_o = c'_o - c'_id for every operation and cell type into a profile.
 
-    The probe networks are timed in interleaved rounds, each paired with the same round's
-    baseline; the profile keeps every raw sample. Refuses a device that is not present.
+    The probe networks are timed in interleaved rounds, each run bracketed by runs of the
+    all-identity baseline; the profile keeps every raw sample. Refuses a device that is not present.
     """
     config = load_network_config(network)
     size = parse_resolution(resolution, config)

@@ -1,0 +1,133 @@
+"""Benchmark: time to measure a full CPU profile, and repeatability of two back-to-back profiles.
+
+Targets (issue "casprof"):
+- a full CPU profile (normal, reduce, ms; every operation) at 768x1536 with onnxruntime in at
+  most 10 minutes on the 2-core machine;
+- two profiles made back to back agree on every c_o within the larger of 3% of c'_id and the
+  operation's own 95% interval (the larger of the two profiles' half-widths); the worst
+  operation is reported.
+
+Run: ``python benchmarks/profile_cpu.py --backend onnxruntime [--keep-dir profiles]``.
+Writes ``benchmarks/results/profile_cpu_<backend>_<digest>.{json,md}`` and prints the Markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from casprof._io import atomic_write_json, atomic_write_text
+from casprof.backends.base import Backend
+from casprof.config import DEFAULT_CONFIG, DEFAULT_RESOLUTION
+from casprof.devices import resolve_device
+from casprof.hardware import detect_hardware
+from casprof.measure import MeasureSettings, iter_costs, run_measurement
+from casprof.profile import Metric, Profile
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TIME_LIMIT_S = 600.0
+REL_TOLERANCE = 0.03
+
+
+def repeatability(a: Profile, b: Profile) -> dict:
+    """Per-operation agreement of two profiles' latency c_o."""
+    base = a.baseline[Metric.LATENCY_MS.value].value
+    rows = []
+    for (t, op, ca), (_, _, cb) in zip(iter_costs(a, "latency_ms"), iter_costs(b, "latency_ms")):
+        if ca.measurement is None:
+            continue
+        half = max((ca.interval[1] - ca.interval[0]) / 2, (cb.interval[1] - cb.interval[0]) / 2)
+        tol = max(REL_TOLERANCE * base, half)
+        delta = abs(ca.value - cb.value)
+        rows.append({"cell_type": t, "op": op, "a_ms": ca.value, "b_ms": cb.value, "abs_diff_ms": delta,
+                     "tolerance_ms": tol, "ratio_to_tolerance": delta / tol, "ok": delta <= tol})
+    worst = max(rows, key=lambda r: r["ratio_to_tolerance"])
+    return {"baseline_ms": base, "rows": rows, "worst": worst, "all_ok": all(r["ok"] for r in rows)}
+
+
+def markdown(report: dict) -> str:
+    hw = report["hardware"]
+    rep = report["repeatability"]
+    w = rep["worst"]
+    lines = [
+        f"# casprof CPU profile benchmark ({report['backend']})",
+        "",
+        f"- machine: CPU {hw['cpu']['model']}, {hw['cpu']['logical_cores']} logical cores, fingerprint `{report['hardware_digest']}`",
+        f"- backend: {report['backend']} {report['backend_version']}, fp32, {report['threads']} threads, "
+        f"{report['rounds']} rounds, resolution {report['resolution'][0]}x{report['resolution'][1]}",
+        f"- command: `{report['command']}`",
+        f"- date: {report['date']}",
+        "",
+        "| figure | value | target | met |",
+        "| --- | --- | --- | --- |",
+    ]
+    for i, s in enumerate(report["seconds"]):
+        lines.append(f"| wall time of profile {i + 1} | {s:.0f} s | ≤ {TIME_LIMIT_S:.0f} s (onnxruntime) | "
+                     f"{'yes' if s <= TIME_LIMIT_S else 'no'} |")
+    lines += [
+        f"| baseline c'_id | {rep['baseline_ms']:.2f} ms | | |",
+        f"| worst operation | {w['cell_type']}/{w['op']}: {w['a_ms']:.2f} vs {w['b_ms']:.2f} ms, |Δ| {w['abs_diff_ms']:.2f} ms "
+        f"= {w['ratio_to_tolerance']:.2f}× tolerance ({w['tolerance_ms']:.2f} ms) | ≤ 1× | {'yes' if w['ok'] else 'no'} |",
+        f"| operations within tolerance | {sum(r['ok'] for r in rep['rows'])}/{len(rep['rows'])} | all | "
+        f"{'yes' if rep['all_ok'] else 'no'} |",
+        "",
+        "| cell | operation | c_o A (ms) | c_o B (ms) | abs diff | tolerance | ok |",
+        "| --- | --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in rep["rows"]:
+        lines.append(f"| {r['cell_type']} | {r['op']} | {r['a_ms']:.3f} | {r['b_ms']:.3f} | {r['abs_diff_ms']:.3f} | "
+                     f"{r['tolerance_ms']:.3f} | {'yes' if r['ok'] else '**no**'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", default="onnxruntime", choices=[b.value for b in Backend if b is not Backend.TENSORRT])
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--keep-dir", type=Path, default=None, help="copy the first profile here (e.g. profiles/)")
+    args = parser.parse_args()
+
+    hw = detect_hardware()
+    device = resolve_device("cpu", hw)
+    settings = MeasureSettings(backend=args.backend, resolution=DEFAULT_RESOLUTION, threads=hw.cpu.affinity or hw.cpu.logical_cores,
+                               rounds=args.rounds)
+    profiles, seconds = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(2):
+            out = Path(tmp) / f"profile{i}.json"
+            start = time.perf_counter()
+            profiles.append(run_measurement(DEFAULT_CONFIG, settings, device, hw, out=out))
+            seconds.append(time.perf_counter() - start)
+            print(f"profile {i + 1}: {seconds[-1]:.0f} s", flush=True)
+            if i == 0 and args.keep_dir is not None:
+                h, w = settings.resolution
+                name = f"cpu-{hw.digest()[:8]}-{args.backend}-fp32-{h}x{w}.json"
+                shutil.copy(out, args.keep_dir / name)
+    report = {
+        "benchmark": "profile_cpu",
+        "backend": args.backend,
+        "backend_version": profiles[0].backend.version,
+        "threads": settings.threads,
+        "rounds": settings.rounds,
+        "resolution": list(settings.resolution),
+        "hardware": hw.to_dict(),
+        "hardware_digest": hw.digest(),
+        "date": profiles[0].created,
+        "command": f"python benchmarks/profile_cpu.py --backend {args.backend} --rounds {args.rounds}",
+        "seconds": seconds,
+        "repeatability": repeatability(*profiles),
+    }
+    RESULTS.mkdir(exist_ok=True)
+    stem = RESULTS / f"profile_cpu_{args.backend}_{hw.digest()}"
+    atomic_write_json(stem.with_suffix(".json"), report)
+    md = markdown(report)
+    atomic_write_text(stem.with_suffix(".md"), md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""``python -m casprof`` runs the ``casprof`` command line."""
+
+from casprof.cli.app import main
+
+main()
