@@ -213,7 +213,11 @@ def _open_runners(stack: ExitStack, config: NetworkConfig, probes: Sequence[Prob
     runners: dict[str, Runner] = {}
     for i, probe in enumerate(probes):
         progress(Progress(f"{label}: preparing networks", i, len(probes), probe.key))
-        kwargs = {"exporter": settings.exporter} if settings.backend is not Backend.TORCH else {}
+        kwargs: dict[str, Any] = {}
+        if settings.backend is not Backend.TORCH:
+            kwargs["exporter"] = settings.exporter
+        if settings.backend is Backend.ONNXRUNTIME:
+            kwargs["spinning"] = False  # idle spinning threads of one session would slow the next
         runner = make_runner(settings.backend, build_probe(config, probe), spec, **kwargs)
         runners[probe.key] = stack.enter_context(runner)
     for i, (key, runner) in enumerate(runners.items()):

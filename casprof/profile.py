@@ -291,10 +291,14 @@ def _parse_profile(d: Any) -> Profile:
         extra = sorted(set(costs_raw[t]) - set(candidate_ops(t)))
         if extra:
             raise UserInputError(f"The profile's {t!r} cell names unknown operation(s) {', '.join(extra)}.")
+    hardware = d["hardware"]
+    if not isinstance(hardware, Mapping):
+        raise UserInputError("The profile's hardware block must be an object.")
+    _check_hardware_digest(hardware)
     tool = d.get("tool") or {}
     return Profile(
         device=str(d["device"]),
-        hardware=dict(d["hardware"]) if isinstance(d["hardware"], Mapping) else {},
+        hardware=dict(hardware),
         backend=BackendRecord.from_dict(d["backend"]),
         method=method,
         network=config,
@@ -306,3 +310,17 @@ def _parse_profile(d: Any) -> Profile:
         tool_version=str(tool.get("version", "unknown")),
         warnings=tuple(str(w) for w in d.get("warnings") or ()),
     )
+
+
+def _check_hardware_digest(hardware: Mapping[str, Any]) -> None:
+    """A recorded hardware digest must match the hardware block it summarises."""
+    recorded = hardware.get("digest")
+    if recorded is None or "cpu" not in hardware:
+        return
+    from casprof.hardware import HardwareFingerprint
+
+    actual = HardwareFingerprint.from_dict(hardware).digest()
+    if actual != recorded:
+        raise UserInputError(
+            f"The profile's hardware digest {recorded} does not match its hardware block ({actual}); it was edited by hand."
+        )

@@ -88,6 +88,7 @@ def _edited(src: Path, dst: Path, edit) -> Path:
         (lambda d: d["costs"]["normal"]["conv_3x3"]["latency_ms"].__setitem__("value", 123.0), "not the median"),
         (lambda d: d.__setitem__("method", "guessed"), "neither 'measured' nor 'estimated'"),
         (lambda d: d["baseline"].__setitem__("joules", {"value": 1}), "unknown metric"),
+        (lambda d: d["hardware"]["cpu"].__setitem__("model", "Intel Core i7-8700"), "hardware digest .* does not match"),
     ],
 )
 def test_bad_profiles_are_refused(tiny_profile_path: Path, tmp_path: Path, edit, message: str) -> None:

@@ -73,6 +73,10 @@ class OnnxRuntimeRunner(Runner):
         spec: device ``cpu`` or ``cuda:N``, precision, threads, input shape.
         exporter: ``"torchscript"`` or ``"dynamo"`` (for a module).
         opset: opset override for the export.
+        spinning: whether idle intra-op threads spin-wait (ONNX Runtime's default: yes). When
+            several sessions are timed in turn, spinning threads of the session that just ran
+            compete with the next one for the cores, so interleaved measurements turn it off.
+            ``None`` keeps ONNX Runtime's default.
     """
 
     backend = Backend.ONNXRUNTIME
@@ -83,8 +87,10 @@ class OnnxRuntimeRunner(Runner):
         spec: RunnerSpec,
         exporter: str = "torchscript",
         opset: int | None = None,
+        spinning: bool | None = None,
     ) -> None:
         super().__init__(spec)
+        self.spinning = spinning
         if isinstance(model_or_onnx_path, nn.Module):
             self._module: nn.Module | None = model_or_onnx_path
             self._given_path: Path | None = None
@@ -171,6 +177,8 @@ class OnnxRuntimeRunner(Runner):
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.log_severity_level = 3  # errors only; failures still raise
+        if self.spinning is not None:
+            so.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spinning else "0")
         try:
             sess = ort.InferenceSession(str(self.onnx_path), sess_options=so, providers=providers)
         except Exception as exc:
@@ -281,6 +289,7 @@ class OnnxRuntimeRunner(Runner):
             "inter_op_threads": 1,
             "graph_optimization_level": "ORT_ENABLE_ALL",
             "execution_mode": "ORT_SEQUENTIAL",
+            "intra_op_spinning": "onnxruntime default (on)" if self.spinning is None else self.spinning,
             "exporter": self.exporter,
             "opset": self.onnx_opset,
             "onnx_sha256": self.onnx_sha256,

@@ -1,0 +1,5 @@
+"""``python -m cas`` runs the ``cas`` command line."""
+
+from cas.cli import main
+
+main()

@@ -1,0 +1,151 @@
+"""Serialized TensorRT engines: their metadata, the check against what is here, and a runner.
+
+An engine runs only on the GPU model and TensorRT version it was built with, and loading one
+runs native code (TensorRT calls deserialization a trust boundary): load only engines you built.
+``cas deploy export --trt`` writes ``<engine>.json`` beside every engine
+(:func:`casprof.backends.tensorrt_runner.engine_metadata`); :func:`check_engine` refuses an
+engine without it, or made for another TensorRT version or GPU, before anything is deserialized.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from casprof._io import read_json_file
+from casprof.backends.base import RunnerInfo, RunnerSpec
+from casprof.backends.onnx_export import file_sha256
+from casprof.backends.tensorrt_runner import (
+    TensorRTRunner,
+    _make_logger,
+    format_build_errors,
+    tensorrt_unavailable_reason,
+    tensorrt_version,
+    trt_dtype_to_torch,
+)
+from casprof.backends.torch_runner import cuda_device_details
+from casprof.errors import BackendUnavailableError, MeasurementError, UserInputError
+
+
+def engine_metadata_path(engine_path: Path) -> Path:
+    """``model.engine`` -> ``model.engine.json``."""
+    engine_path = Path(engine_path)
+    return engine_path.with_name(engine_path.name + ".json")
+
+
+def read_engine_metadata(engine_path: Path) -> dict[str, Any]:
+    """The metadata written beside an engine (a missing or bad file is a user error)."""
+    engine_path = Path(engine_path)
+    if not engine_path.is_file():
+        raise UserInputError(f"The engine file {engine_path} does not exist.")
+    meta_path = engine_metadata_path(engine_path)
+    if not meta_path.is_file():
+        raise UserInputError(
+            f"The engine {engine_path} has no metadata file {meta_path.name} beside it, so its TensorRT version and GPU "
+            "cannot be checked; rebuild it with `cas deploy export --trt`."
+        )
+    meta = read_json_file(meta_path, "engine metadata")
+    if not isinstance(meta, dict) or not isinstance(meta.get("tensorrt_version"), str) or not meta.get("gpu_name"):
+        raise UserInputError(f"The engine metadata {meta_path} lacks tensorrt_version or gpu_name.")
+    return meta
+
+
+def engine_mismatch(meta: dict[str, Any], *, trt_version: str, gpu_name: str, compute_capability: str) -> str | None:
+    """The sentence refusing an engine built for another TensorRT version or GPU, or None (pure)."""
+    built_trt = str(meta.get("tensorrt_version"))
+    if built_trt != trt_version:
+        return f"The engine was built with TensorRT {built_trt} but TensorRT {trt_version} is installed here; rebuild it."
+    built_gpu, built_cc = str(meta.get("gpu_name")), str(meta.get("compute_capability"))
+    if built_gpu != gpu_name or (meta.get("compute_capability") is not None and built_cc != compute_capability):
+        return (
+            f"The engine was built for {built_gpu} (compute capability {built_cc}) but this GPU is {gpu_name} "
+            f"(compute capability {compute_capability}); rebuild it here."
+        )
+    return None
+
+
+def check_engine(engine_path: Path, device: str = "cuda:0") -> dict[str, Any]:
+    """Read an engine's metadata and refuse it unless TensorRT and the same GPU are here."""
+    meta = read_engine_metadata(engine_path)
+    reason = tensorrt_unavailable_reason()
+    if reason is not None:
+        raise BackendUnavailableError(reason)
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        raise BackendUnavailableError(f"A TensorRT engine runs on a CUDA device; use cuda:N, not {device}.")
+    gpu = cuda_device_details(dev)
+    problem = engine_mismatch(
+        meta,
+        trt_version=tensorrt_version() or "unknown",
+        gpu_name=gpu["device_name"],
+        compute_capability=gpu["compute_capability"],
+    )
+    if problem is not None:
+        raise UserInputError(problem)
+    return meta
+
+
+class EngineRunner(TensorRTRunner):
+    """A serialized engine file, deserialized (not rebuilt) and timed like :class:`TensorRTRunner`.
+
+    Call :func:`check_engine` first: this runner trusts the file it is given.
+    """
+
+    def __init__(self, engine_path: Path, spec: RunnerSpec, metadata: dict[str, Any]) -> None:
+        super().__init__(Path(engine_path), spec)
+        self.engine_path = Path(engine_path)
+        self.engine_meta = dict(metadata)
+
+    def info(self) -> RunnerInfo:
+        """As :class:`TensorRTRunner`, with the engine's own precision (which may be int8)."""
+        base = super().info()
+        details = {**base.details, "engine_path": str(self.engine_path), "built_with": self.engine_meta}
+        return replace(base, precision=str(self.engine_meta.get("precision") or base.precision), details=details)
+
+    def _prepare_onnx(self, dev: torch.device) -> None:
+        # Nothing to export or parse: the engine already exists.
+        self.onnx_path = None
+        self.onnx_sha256 = self.engine_meta.get("onnx_sha256")
+        self.onnx_opset = self.engine_meta.get("opset")
+
+    def _build_and_load(self) -> None:
+        import tensorrt as trt
+
+        assert self._device is not None
+        logger = _make_logger(trt)
+        self.plan = self.engine_path.read_bytes()
+        self._build_facts = {"engine_sha256": file_sha256(self.engine_path), "tf32": self.engine_meta.get("tf32")}
+        engine = trt.Runtime(logger).deserialize_cuda_engine(self.plan)
+        if engine is None:
+            raise MeasurementError(format_build_errors(["the engine file could not be deserialized"] + logger.errors))
+        context = engine.create_execution_context()
+        if context is None:
+            raise MeasurementError(format_build_errors(["no execution context could be created"] + logger.errors))
+        self._engine, self._context = engine, context
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if n not in inputs]
+        if len(inputs) != 1 or not outputs:
+            raise UserInputError(f"The engine {self.engine_path} must have one input and an output, found {len(inputs)} inputs.")
+        self._input_name, self._output_name = inputs[0], outputs[0]
+        in_shape = tuple(engine.get_tensor_shape(self._input_name))
+        if -1 in in_shape:
+            context.set_input_shape(self._input_name, tuple(self.spec.input_shape))
+        elif in_shape != tuple(self.spec.input_shape):
+            raise UserInputError(f"The engine takes inputs of shape {in_shape}, not {tuple(self.spec.input_shape)}.")
+        dev = self._device
+        for name in inputs + outputs:
+            dtype_name = engine.get_tensor_dtype(name).name
+            shape = tuple(context.get_tensor_shape(name))
+            buf = torch.empty(shape, dtype=trt_dtype_to_torch(dtype_name), device=dev)
+            self._buffers[name] = buf
+            self._io[name] = {"mode": "input" if name in inputs else "output", "dtype": dtype_name, "shape": list(shape)}
+            if not context.set_tensor_address(name, buf.data_ptr()):
+                raise MeasurementError(f"TensorRT refused the buffer address of tensor {name!r}.")
+        x = torch.from_numpy(self.fixed_input())
+        self._buffers[self._input_name].copy_(x.to(dev).to(self._buffers[self._input_name].dtype))
+        self._stream = torch.cuda.Stream(device=dev)
+        torch.cuda.synchronize(dev)

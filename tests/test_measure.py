@@ -1,0 +1,91 @@
+"""The measurement protocol: pairing, interruption and resume, refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from casprof.devices import resolve_device
+from casprof.errors import UserInputError
+from casprof.hardware import detect_hardware
+from casprof.measure import MeasureSettings, Progress, checkpoint_path, run_measurement
+from casprof.profile import Profile
+from tests.conftest import TINY, TINY_RES
+
+SETTINGS = MeasureSettings(backend="torch", resolution=TINY_RES, threads=1, rounds=3, warmup_iters=1)
+
+
+def _run(out: Path, settings: MeasureSettings = SETTINGS, **kw) -> Profile:
+    hw = detect_hardware()
+    return run_measurement(TINY, settings, resolve_device("cpu", hw), hw, out=out, **kw)
+
+
+def test_interrupted_measurement_resumes_without_remeasuring(tmp_path: Path) -> None:
+    out = tmp_path / "p.json"
+
+    def interrupt(event: Progress) -> None:
+        if event.stage == "reduce: measuring" and event.done == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _run(out, progress=interrupt)
+    assert not out.exists()
+    ckpt = json.loads(checkpoint_path(out).read_text())
+    assert ckpt["blocks"]["normal"]["rounds_done"] == 3
+    assert ckpt["blocks"]["reduce"]["rounds_done"] == 1
+    assert "ms" not in ckpt["blocks"]
+
+    seen: list[str] = []
+    profile = _run(out, resume=True, progress=lambda e: seen.append(e.stage))
+    assert not checkpoint_path(out).exists()
+    assert "normal: measuring" not in seen and "counting parameters and MACs" in seen
+    raw = json.loads(out.read_text())
+    for op, samples in ckpt["blocks"]["normal"]["samples"].items():
+        assert raw["costs"]["normal"][op.split("/")[1]]["latency_ms"]["absolute"]["samples"] == samples
+    for op, samples in ckpt["blocks"]["reduce"]["samples"].items():
+        kept = raw["costs"]["reduce"][op.split("/")[1]]["latency_ms"]["absolute"]["samples"]
+        assert kept[0] == samples[0] and len(kept) == 3
+    assert profile.settings["rounds"] == 3
+
+
+def test_resume_with_other_settings_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "p.json"
+
+    def interrupt(event: Progress) -> None:
+        if event.stage == "normal: measuring" and event.done == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _run(out, progress=interrupt)
+    other = MeasureSettings(backend="torch", resolution=TINY_RES, threads=1, rounds=4, warmup_iters=1)
+    with pytest.raises(UserInputError, match="different settings"):
+        _run(out, other, resume=True)
+    assert not out.exists()
+
+
+def test_paired_differences_are_probe_minus_bracketing_baseline(tiny_profile_path: Path) -> None:
+    p = Profile.load(tiny_profile_path)
+    cost = p.cost("normal", "conv_3x3_x2", "latency_ms")
+    assert cost.measurement is not None and cost.absolute is not None
+    # each paired difference is below the probe's own time by a positive baseline time
+    for diff, absolute in zip(cost.measurement.samples, cost.absolute.samples):
+        assert 0 < absolute - diff < 10 * p.baseline["latency_ms"].value
+    assert cost.value == pytest.approx(cost.measurement.median)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"rounds": 2}, "At least 3"), ({"threads": 0}, "thread count"), ({"warmup_iters": -1}, "cannot be negative")],
+)
+def test_bad_settings(kwargs: dict, message: str) -> None:
+    with pytest.raises(UserInputError, match=message):
+        MeasureSettings(**kwargs)
+
+
+def test_bad_resolution_writes_nothing(tmp_path: Path) -> None:
+    bad = MeasureSettings(backend="torch", resolution=(30, 64), threads=1, rounds=3)
+    with pytest.raises(UserInputError, match="not divisible"):
+        _run(tmp_path / "p.json", bad)
+    assert list(tmp_path.iterdir()) == []
