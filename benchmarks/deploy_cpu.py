@@ -95,6 +95,10 @@ def main() -> None:
     command = "python benchmarks/deploy_cpu.py" + (" --short" if args.short else "")
     if args.threads != 2 or args.resolution != "768x1536":
         command += f" --threads {args.threads} --resolution {args.resolution}"
+    load = os.getloadavg()[0]
+    if load > 0.5:
+        print(f"Warning: the 1-minute load average is {load:.2f}; other work on this machine will slow both backends "
+              "and make the figures noisy.", file=sys.stderr, flush=True)
     report = run_bench(genotype=random_genotype(0), settings=settings, progress=lambda s: print(s, file=sys.stderr, flush=True))
     data = dict(report.data)
     data["benchmark"] = "deploy_cpu"

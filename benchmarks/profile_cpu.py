@@ -14,7 +14,6 @@ Writes ``benchmarks/results/profile_cpu_<backend>_<digest>.{json,md}`` and print
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import tempfile
 import time
@@ -87,7 +86,7 @@ def markdown(report: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", default="onnxruntime", choices=[b.value for b in Backend if b is not Backend.TENSORRT])
-    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--keep-dir", type=Path, default=None, help="copy the first profile here (e.g. profiles/)")
     args = parser.parse_args()
 

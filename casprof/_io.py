@@ -6,6 +6,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from casprof.errors import UserInputError
@@ -24,13 +25,18 @@ def _umask() -> int:
     return mask
 
 
+def give_usual_permissions(path: Path | str) -> None:
+    """Give a file made by ``mkstemp`` (0600) the permissions a plain write would have (0666 & ~umask)."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename)."""
     path = Path(path)
     ensure_parent_exists(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
+        give_usual_permissions(tmp)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -68,3 +74,17 @@ def read_json_file(path: Path, what: str) -> Any:
         raise UserInputError(
             f"The {what} file {path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); it may be truncated."
         ) from None
+
+
+def check_schema_version(d: Mapping[str, Any], what: str, current: int) -> int:
+    """The file's integer ``schema_version``; refuse a missing, invalid or newer one."""
+    version = d.get("schema_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise UserInputError(f"The {what} has no integer schema_version; it is not a casprof {what} file.")
+    if version > current:
+        raise UserInputError(
+            f"The {what} has schema_version {version}, newer than this toolkit reads ({current}); upgrade the toolkit."
+        )
+    if version < 1:
+        raise UserInputError(f"The {what} has an invalid schema_version {version}.")
+    return version

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from casprof._io import atomic_write_json, read_json_file
+from casprof._io import atomic_write_json, check_schema_version, read_json_file
 from casprof.config import NetworkConfig
 from casprof.errors import UserInputError
 from casprof.ops import CELL_TYPES, NONE, candidate_ops
@@ -159,15 +159,7 @@ class Genotype:
     def from_dict(cls, d: Any) -> Genotype:
         if not isinstance(d, dict):
             raise UserInputError("A genotype must be a JSON object.")
-        version = d.get("schema_version")
-        if not isinstance(version, int) or isinstance(version, bool):
-            raise UserInputError("The genotype has no integer schema_version.")
-        if version > GENOTYPE_SCHEMA_VERSION:
-            raise UserInputError(
-                f"The genotype has schema_version {version}, newer than this toolkit reads ({GENOTYPE_SCHEMA_VERSION}); upgrade the toolkit."
-            )
-        if version < 1:
-            raise UserInputError(f"The genotype has an invalid schema_version {version}.")
+        check_schema_version(d, "genotype", GENOTYPE_SCHEMA_VERSION)
         missing = [k for k in (*CELL_TYPES, "network") if k not in d]
         if missing:
             raise UserInputError(f"The genotype is missing the field(s) {', '.join(missing)}.")

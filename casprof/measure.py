@@ -15,6 +15,7 @@ probe before any timing.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import tempfile
@@ -61,7 +62,7 @@ class MeasureSettings:
     precision: Precision = Precision.FP32
     resolution: tuple[int, int] = (768, 1536)
     threads: int = 2
-    rounds: int = 10
+    rounds: int = 12
     warmup_iters: int = 2
     warmup_seconds: float = 0.0
     seed: int = 0
@@ -181,17 +182,22 @@ def _load_state(path: Path, key: dict[str, Any]) -> MeasureState:
     return state
 
 
+@functools.lru_cache(maxsize=256)
+def exact_counts(config: NetworkConfig, probe: Probe, resolution: tuple[int, int]) -> dict[str, float]:
+    """Parameters and MACs of a probe network (deterministic, so counted once per process)."""
+    model = build_probe(config, probe)
+    return {
+        Metric.PARAMS.value: float(count_params(model)),
+        Metric.MACS.value: float(count_macs(model, (1, config.in_channels, *resolution)).total),
+    }
+
+
 def _exact_metrics(config: NetworkConfig, probes: Sequence[Probe], settings: MeasureSettings, state: MeasureState,
                    save: Callable[[], None], progress: ProgressCallback) -> None:
-    h, w = settings.resolution
     todo = [p for p in probes if p.key not in state.exact]
     for i, probe in enumerate(todo):
         progress(Progress("counting parameters and MACs", i, len(todo), probe.key))
-        model = build_probe(config, probe)
-        state.exact[probe.key] = {
-            Metric.PARAMS.value: float(count_params(model)),
-            Metric.MACS.value: float(count_macs(model, (1, config.in_channels, h, w)).total),
-        }
+        state.exact[probe.key] = dict(exact_counts(config, probe, tuple(settings.resolution)))
         save()
     progress(Progress("counting parameters and MACs", len(todo), len(todo)))
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from casprof import __version__
-from casprof._io import atomic_write_json, read_json_file
+from casprof._io import atomic_write_json, check_schema_version, read_json_file
 from casprof.config import NetworkConfig
 from casprof.errors import UserInputError
 from casprof.ops import CELL_TYPES, candidate_ops
@@ -238,15 +238,7 @@ def _require(d: Mapping[str, Any], keys: tuple[str, ...]) -> None:
 def _parse_profile(d: Any) -> Profile:
     if not isinstance(d, Mapping):
         raise UserInputError("A profile must be a JSON object.")
-    version = d.get("schema_version")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise UserInputError("The profile has no integer schema_version; it is not a casprof profile.")
-    if version > PROFILE_SCHEMA_VERSION:
-        raise UserInputError(
-            f"The profile has schema_version {version}, newer than this toolkit reads ({PROFILE_SCHEMA_VERSION}); upgrade casprof."
-        )
-    if version < 1:
-        raise UserInputError(f"The profile has an invalid schema_version {version}.")
+    check_schema_version(d, "profile", PROFILE_SCHEMA_VERSION)
     _require(d, ("device", "hardware", "backend", "method", "network", "baseline", "costs"))
     try:
         method = Method(d["method"])

@@ -21,6 +21,7 @@ import csv
 import dataclasses
 import io
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -263,6 +264,14 @@ def _sha(path: Path) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+def _load_average() -> list[float] | None:
+    """The host's 1, 5 and 15 minute load averages (None where the OS has none)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
 def latency_block(m: Measurement) -> dict[str, Any]:
     """The ``latency_ms`` block of a result: statistics and the raw samples."""
     d = m.to_dict()
@@ -348,6 +357,7 @@ def run_bench(
     reference = torch_reference(source.built.model, x) if source.built is not None else None
 
     hardware = detect_hardware()
+    load_before = _load_average()
     digest = hardware.digest()
     software = dataclasses.asdict(hardware.software) if hardware.software is not None else None
     results: list[dict[str, Any]] = []
@@ -388,6 +398,7 @@ def run_bench(
         results.append(row)
         if progress is not None:
             progress(f"{backend.value}: {row['fps']:.2f} FPS (median {m.median:.2f} ms over {m.n} runs)")
+    load_after = _load_average()
     first = results[0]["fps"]
     for row in results:
         row["fps_ratio_to_first"] = row["fps"] / first
@@ -419,6 +430,7 @@ def run_bench(
         "hardware": hardware.to_dict(),
         "hardware_digest": digest,
         "hardware_description": hardware.describe(),
+        "host_load_average": {"before": load_before, "after": load_after, "note": "1, 5 and 15 min; other work on the machine shows here"},
         "results": results,
     }
     out = BenchReport(data)
@@ -430,10 +442,6 @@ def run_bench(
 # --------------------------------------------------------------------------------------------
 # Views
 # --------------------------------------------------------------------------------------------
-
-
-def _fmt(x: float | None, spec: str = ".2f") -> str:
-    return "–" if x is None else format(x, spec)
 
 
 def _parity_cell(parity: dict[str, Any] | None) -> str:
@@ -474,6 +482,12 @@ def report_markdown(data: dict[str, Any]) -> str:
         f"- settings: {data['precision']}, device {data['device']}, {data['threads']} thread(s); warm-up ≥ {s['warmup_seconds']:g} s, "
         f"then ≥ {s['min_iters']} runs and ≥ {s['min_seconds']:g} s per backend, backends one after another"
     )
+    load = data.get("host_load_average") or {}
+    if load.get("before") and load.get("after"):
+        lines.append(
+            f"- host load average (1 min) before {load['before'][0]:.2f}, after {load['after'][0]:.2f} "
+            "(well above 0 before the run means other work shared the CPU)"
+        )
     lines.append(f"- date: {data['created']}, cas {data['tool_version']}")
     lines += [
         "",

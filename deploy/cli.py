@@ -4,39 +4,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
-from rich.text import Text
-from typer.core import TyperGroup
 
 from casprof.backends.base import Backend, Precision
-from casprof.cli._app import ErrorHandlingGroup, err_console, make_app
+from casprof.cli._app import err_console, make_app
 from casprof.cli._options import GenotypeOpt, JsonFlag, PrecisionOpt, ResolutionOpt
-from casprof.errors import CasError, UserInputError
+from casprof.errors import UserInputError
 from deploy.export import TrtPrecision
 
 
-class LiteralErrorGroup(ErrorHandlingGroup):
-    """:class:`ErrorHandlingGroup` that prints the error sentence literally, not as Rich markup.
-
-    The messages name pip extras and shapes in brackets (``pip install 'cas-toolkit[tensorrt]'``),
-    which Rich would otherwise take for style tags and silently drop.
-    """
-
-    def invoke(self, ctx: Any) -> Any:
-        try:
-            return TyperGroup.invoke(self, ctx)
-        except CasError as exc:
-            err_console.print(Text.assemble(("Error:", "bold red"), " ", str(exc)), highlight=False)
-            raise typer.Exit(code=exc.exit_code) from None
-        except KeyboardInterrupt:
-            err_console.print("Interrupted.")
-            raise typer.Exit(code=130) from None
-
-
 app = make_app("deploy", "Export a genotype's network to ONNX / TensorRT and benchmark it.")
-app.info.cls = LiteralErrorGroup
 
 OptionalGenotypeOpt = Annotated[
     Optional[Path], typer.Option("--genotype", "-g", help="A genotype file (JSON).", show_default=False)

@@ -20,7 +20,7 @@ from casprof.backends.base import RunnerInfo, RunnerSpec
 from casprof.backends.onnx_export import file_sha256
 from casprof.backends.tensorrt_runner import (
     TensorRTRunner,
-    _make_logger,
+    make_trt_logger,
     format_build_errors,
     tensorrt_unavailable_reason,
     tensorrt_version,
@@ -115,7 +115,7 @@ class EngineRunner(TensorRTRunner):
         import tensorrt as trt
 
         assert self._device is not None
-        logger = _make_logger(trt)
+        logger = make_trt_logger(trt)
         self.plan = self.engine_path.read_bytes()
         self._build_facts = {"engine_sha256": file_sha256(self.engine_path), "tf32": self.engine_meta.get("tf32")}
         engine = trt.Runtime(logger).deserialize_cuda_engine(self.plan)

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from casprof import __version__
-from casprof._io import atomic_write_json, ensure_parent_exists, read_json_file
+from casprof._io import atomic_write_json, ensure_parent_exists, give_usual_permissions, read_json_file
 from casprof.backends.base import Precision, RunnerSpec
 from casprof.backends.onnx_export import (
     EXPORTERS,
@@ -179,7 +179,7 @@ def onnx_input_shape(path: Path) -> list[int | str]:
 def _export_dynamic(model: nn.Module, shape: tuple[int, int, int, int], path: Path, stride: int) -> float:
     """Export with symbolic H and W (multiples of ``stride``) via the dynamo exporter; return seconds."""
     # Private helpers of casprof's exporter: the same silencing and the same file checks.
-    from casprof.backends.onnx_export import _check_file, _quiet_exporter
+    from casprof.backends.onnx_export import check_onnx_file, quiet_exporter
 
     h = torch.export.Dim("h_blocks", min=2, max=MAX_SIDE // stride)
     w = torch.export.Dim("w_blocks", min=2, max=MAX_SIDE // stride)
@@ -187,7 +187,7 @@ def _export_dynamic(model: nn.Module, shape: tuple[int, int, int, int], path: Pa
     dummy = torch.zeros(shape)
     start = time.perf_counter()
     try:
-        with _quiet_exporter():
+        with quiet_exporter():
             torch.onnx.export(
                 model,
                 (dummy,),
@@ -207,7 +207,7 @@ def _export_dynamic(model: nn.Module, shape: tuple[int, int, int, int], path: Pa
             f"({type(exc).__name__}: {_first_line(exc)}); export it at a fixed --resolution instead."
         ) from None
     seconds = time.perf_counter() - start
-    _check_file(path, "dynamo")
+    check_onnx_file(path, "dynamo")
     dims = onnx_input_shape(path)
     if any(isinstance(d, int) for d in dims[2:4]):
         raise UserInputError(
@@ -360,6 +360,7 @@ def export_genotype(
             "torch_version": torch.__version__,
             "onnx_version": onnx.__version__,
         }
+        give_usual_permissions(tmp)
         os.replace(tmp, target)
     finally:
         with contextlib.suppress(OSError):

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from casprof._io import give_usual_permissions
 from casprof.backends.onnx_export import file_sha256
 from casprof.errors import MeasurementError
 
@@ -141,6 +142,7 @@ def quantize_qdq(
         qdq = sum(1 for n in proto.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear"))
         if qdq == 0:
             raise MeasurementError("int8 quantization produced no QuantizeLinear/DequantizeLinear nodes.")
+        give_usual_permissions(tmp)
         os.replace(tmp, out_path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -156,3 +156,16 @@ class Runner(ABC):
         """The deterministic random input of ``spec.input_shape`` (float32)."""
         rng = np.random.default_rng(self.spec.seed)
         return rng.standard_normal(self.spec.input_shape, dtype=np.float32)
+
+
+def split_model_or_path(model_or_path: Any, backend: str) -> tuple[Any, Path | None]:
+    """``(module, None)`` for a PyTorch module, ``(None, path)`` for an ONNX file path."""
+    import torch.nn as nn
+
+    from casprof.errors import UserInputError
+
+    if isinstance(model_or_path, nn.Module):
+        return model_or_path, None
+    if isinstance(model_or_path, (str, Path)):
+        return None, Path(model_or_path)
+    raise UserInputError(f"The {backend} backend needs a PyTorch module or the path of an .onnx file.")

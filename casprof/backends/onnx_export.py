@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from casprof._io import ensure_parent_exists
+from casprof._io import ensure_parent_exists, give_usual_permissions
 from casprof.errors import BackendUnavailableError, MeasurementError, UserInputError
 
 #: The exporters and the opset each uses by default.
@@ -106,7 +106,7 @@ def check_exporter(exporter: str) -> str:
 
 
 @contextlib.contextmanager
-def _quiet_exporter() -> Iterator[io.StringIO]:
+def quiet_exporter() -> Iterator[io.StringIO]:
     """Swallow the exporters' warnings, progress prints and log warnings (not their errors)."""
     saved = {}
     for name in _NOISY_LOGGERS:
@@ -205,10 +205,11 @@ def export_onnx(
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.onnx", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    give_usual_permissions(tmp)
     start = time.perf_counter()
     try:
         try:
-            with _quiet_exporter() as chatter:
+            with quiet_exporter() as chatter:
                 if exporter == "torchscript":
                     torch.onnx.export(
                         work,
@@ -241,7 +242,7 @@ def export_onnx(
                 f"ONNX export with the {exporter} exporter failed: {type(exc).__name__}: {_first_line(exc)}"
             ) from exc
         seconds = time.perf_counter() - start
-        actual_opset = _check_file(tmp, exporter)
+        actual_opset = check_onnx_file(tmp, exporter)
         os.replace(tmp, path)
     except BaseException:
         _cleanup(tmp)
@@ -263,7 +264,7 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else "(no message)"
 
 
-def _check_file(tmp: Path, exporter: str) -> int:
+def check_onnx_file(tmp: Path, exporter: str) -> int:
     """Load and check the exported file; return its opset."""
     import onnx
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from casprof.backends.base import Backend, Precision, Runner, RunnerInfo, RunnerSpec
+from casprof.backends.base import Backend, Precision, Runner, RunnerInfo, RunnerSpec, split_model_or_path
 from casprof.backends.onnx_export import ExportInfo, check_exporter, export_onnx, file_sha256, onnx_opset
 from casprof.backends.torch_runner import cpu_model_name, cuda_device_details, require_cuda, resolve_device
 from casprof.errors import BackendUnavailableError, MeasurementError, UserInputError
@@ -91,14 +91,9 @@ class OnnxRuntimeRunner(Runner):
     ) -> None:
         super().__init__(spec)
         self.spinning = spinning
-        if isinstance(model_or_onnx_path, nn.Module):
-            self._module: nn.Module | None = model_or_onnx_path
-            self._given_path: Path | None = None
-        elif isinstance(model_or_onnx_path, (str, Path)):
-            self._module = None
-            self._given_path = Path(model_or_onnx_path)
-        else:
-            raise UserInputError("The onnxruntime backend needs a PyTorch module or the path of an .onnx file.")
+        self._module: nn.Module | None
+        self._given_path: Path | None
+        self._module, self._given_path = split_model_or_path(model_or_onnx_path, "onnxruntime")
         self.exporter = check_exporter(exporter) if self._module is not None else None
         self.opset = opset
         self.export_info: ExportInfo | None = None

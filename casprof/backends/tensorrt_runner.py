@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from casprof._io import atomic_write_bytes
-from casprof.backends.base import Backend, Precision, Runner, RunnerInfo, RunnerSpec
+from casprof.backends.base import Backend, Precision, Runner, RunnerInfo, RunnerSpec, split_model_or_path
 from casprof.backends.onnx_export import ExportInfo, check_exporter, export_onnx, file_sha256
 from casprof.backends.torch_runner import cuda_device_details, resolve_device
 from casprof.errors import BackendUnavailableError, MeasurementError, UserInputError
@@ -226,7 +226,7 @@ def tensorrt_version() -> str | None:
 # --------------------------------------------------------------------------------------------
 
 
-def _make_logger(trt: Any) -> Any:
+def make_trt_logger(trt: Any) -> Any:
     class _CollectingLogger(trt.ILogger):  # type: ignore[misc, name-defined]
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
@@ -256,7 +256,7 @@ def build_serialized_engine(
     """
     import tensorrt as trt
 
-    logger = logger or _make_logger(trt)
+    logger = logger or make_trt_logger(trt)
     builder = trt.Builder(logger)
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     config = builder.create_builder_config()
@@ -315,14 +315,9 @@ class TensorRTRunner(Runner):
         opset: int | None = None,
     ) -> None:
         super().__init__(spec)
-        if isinstance(model_or_onnx_path, nn.Module):
-            self._module: nn.Module | None = model_or_onnx_path
-            self._given_path: Path | None = None
-        elif isinstance(model_or_onnx_path, (str, Path)):
-            self._module = None
-            self._given_path = Path(model_or_onnx_path)
-        else:
-            raise UserInputError("The tensorrt backend needs a PyTorch module or the path of an .onnx file.")
+        self._module: nn.Module | None
+        self._given_path: Path | None
+        self._module, self._given_path = split_model_or_path(model_or_onnx_path, "tensorrt")
         self.exporter = check_exporter(exporter) if self._module is not None else None
         self.opset = opset
         self.timing_cache = Path(timing_cache) if timing_cache is not None else None
@@ -407,7 +402,7 @@ class TensorRTRunner(Runner):
         import tensorrt as trt
 
         assert self.onnx_path is not None and self._device is not None
-        logger = _make_logger(trt)
+        logger = make_trt_logger(trt)
         self.plan, self._build_facts = build_serialized_engine(
             self.onnx_path, timing_cache=self.timing_cache, workspace_bytes=self.workspace_bytes, logger=logger
         )

@@ -6,6 +6,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 from typer.core import TyperGroup
 
 from casprof.errors import CasError
@@ -26,7 +27,8 @@ class ErrorHandlingGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except CasError as exc:
-            err_console.print(f"[bold red]Error:[/] {exc}", highlight=False)
+            # literal text: messages name pip extras and shapes in brackets, which are not markup
+            err_console.print(Text.assemble(("Error:", "bold red"), " ", str(exc)), highlight=False)
             raise typer.Exit(code=exc.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("Interrupted.")

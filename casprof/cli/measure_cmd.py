@@ -35,7 +35,7 @@ def measure(
     resolution: ResolutionOpt = "768x1536",
     out: OutOpt = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted measurement of the same --out.")] = False,
-    rounds: Annotated[int, typer.Option("--rounds", help="Measurement rounds per cell type.")] = 10,
+    rounds: Annotated[int, typer.Option("--rounds", help="Measurement rounds per cell type.")] = 12,
     threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads (default: all cores this process may use).", show_default=False)] = None,
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs of each network before the first round.")] = 2,
     exporter: Annotated[str, typer.Option("--exporter", help="ONNX exporter: torchscript (fast) or dynamo.")] = "torchscript",
