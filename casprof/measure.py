@@ -15,6 +15,7 @@ probe before any timing.
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import random
@@ -25,6 +26,8 @@ from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from casprof import __version__
 from casprof._io import atomic_write_json, ensure_parent_exists, read_json_file
@@ -56,6 +59,10 @@ class MeasureSettings:
         warmup_seconds: minimum untimed seconds per network before the first round.
         seed: seed of the input and of the shuffled order of each round.
         exporter: ONNX exporter for the onnxruntime and tensorrt backends.
+        instances: independent instances of every network (ONNX Runtime sessions or TensorRT
+            contexts on the same exported file, copies of the PyTorch module); round r runs
+            instance ``r % instances`` of every network, so an instance that happens to be
+            fast or slow (memory placement, thread start-up) is averaged out of c_o.
     """
 
     backend: Backend = Backend.ONNXRUNTIME
@@ -67,6 +74,7 @@ class MeasureSettings:
     warmup_seconds: float = 0.0
     seed: int = 0
     exporter: str = "torchscript"
+    instances: int = 2
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "backend", Backend(self.backend))
@@ -74,6 +82,8 @@ class MeasureSettings:
         object.__setattr__(self, "resolution", tuple(self.resolution))
         if self.rounds < 3:
             raise UserInputError(f"At least 3 measurement rounds are needed, got {self.rounds}.")
+        if self.instances < 1:
+            raise UserInputError(f"At least one instance of each network is needed, got {self.instances}.")
         if self.threads < 1:
             raise UserInputError(f"The thread count must be at least 1, got {self.threads}.")
         if self.warmup_iters < 0 or self.warmup_seconds < 0:
@@ -84,7 +94,8 @@ class MeasureSettings:
         d["backend"] = self.backend.value
         d["precision"] = self.precision.value
         d["resolution"] = list(self.resolution)
-        d["order"] = "each round: the block's probes once each in a seeded random order, bracketed by baseline runs (B p1 B p2 ... pn B)"
+        d["order"] = ("each round: the block's probes once each in a seeded random order, bracketed by baseline runs "
+                      "(B p1 B p2 ... pn B); round r uses instance r % instances of every network")
         d["pairing"] = "c_o sample = probe time - mean of the two baseline runs that bracket it"
         d["batch"] = 1
         return d
@@ -214,29 +225,43 @@ def _runner_spec(config: NetworkConfig, settings: MeasureSettings, device: Resol
     )
 
 
-def _open_runners(stack: ExitStack, config: NetworkConfig, probes: Sequence[Probe], settings: MeasureSettings,
-                  spec: RunnerSpec, progress: ProgressCallback, label: str) -> dict[str, Runner]:
-    runners: dict[str, Runner] = {}
-    for i, probe in enumerate(probes):
-        progress(Progress(f"{label}: preparing networks", i, len(probes), probe.key))
-        kwargs: dict[str, Any] = {}
-        if settings.backend is not Backend.TORCH:
-            kwargs["exporter"] = settings.exporter
-        if settings.backend is Backend.ONNXRUNTIME:
-            kwargs["spinning"] = False  # idle spinning threads of one session would slow the next
-        runner = make_runner(settings.backend, build_probe(config, probe), spec, **kwargs)
-        runners[probe.key] = stack.enter_context(runner)
-    for i, (key, runner) in enumerate(runners.items()):
-        progress(Progress(f"{label}: warming up", i, len(runners), key))
-        runner.warmup(settings.warmup_iters, settings.warmup_seconds)
+def _instances(stack: ExitStack, model: torch.nn.Module, settings: MeasureSettings, spec: RunnerSpec) -> list[Runner]:
+    """``settings.instances`` active runners of one network; ONNX is exported only once."""
+    kwargs: dict[str, Any] = {}
+    if settings.backend is Backend.ONNXRUNTIME:
+        kwargs["spinning"] = False  # idle spinning threads of one session would slow the next
+    first_kwargs = dict(kwargs, exporter=settings.exporter) if settings.backend is not Backend.TORCH else kwargs
+    first = stack.enter_context(make_runner(settings.backend, model, spec, **first_kwargs))
+    runners = [first]
+    for _ in range(settings.instances - 1):
+        if settings.backend is Backend.TORCH:
+            source: Any = copy.deepcopy(model)
+        else:
+            source = first.onnx_path  # type: ignore[attr-defined]
+        runners.append(stack.enter_context(make_runner(settings.backend, source, spec, **kwargs)))
     return runners
 
 
-def _rounds(block: _BlockState, runners: dict[str, Runner], settings: MeasureSettings,
+def _open_runners(stack: ExitStack, config: NetworkConfig, probes: Sequence[Probe], settings: MeasureSettings,
+                  spec: RunnerSpec, progress: ProgressCallback, label: str) -> dict[str, list[Runner]]:
+    runners: dict[str, list[Runner]] = {}
+    for i, probe in enumerate(probes):
+        progress(Progress(f"{label}: preparing networks", i, len(probes), probe.key))
+        runners[probe.key] = _instances(stack, build_probe(config, probe), settings, spec)
+    for i, (key, instances) in enumerate(runners.items()):
+        progress(Progress(f"{label}: warming up", i, len(runners), key))
+        for runner in instances:
+            runner.warmup(settings.warmup_iters, settings.warmup_seconds)
+    return runners
+
+
+def _rounds(block: _BlockState, all_runners: dict[str, list[Runner]], settings: MeasureSettings,
             save: Callable[[], None], progress: ProgressCallback, label: str) -> None:
-    keys = [k for k in runners if k != BASELINE.key]
-    baseline = runners[BASELINE.key]
+    keys = [k for k in all_runners if k != BASELINE.key]
     while block.rounds_done < settings.rounds:
+        instance = block.rounds_done % settings.instances
+        runners = {k: r[instance] for k, r in all_runners.items()}
+        baseline = runners[BASELINE.key]
         progress(Progress(f"{label}: measuring", block.rounds_done, settings.rounds, f"round {block.rounds_done + 1}"))
         order = list(keys)
         # one generator per round, so a resumed run draws the same orders as an uninterrupted one
@@ -307,7 +332,7 @@ def run_measurement(
                 runners = _open_runners(stack, config, block_probes, settings, spec, progress, cell_type)
                 state.add_time("prepare_and_warmup", time.perf_counter() - start)
                 if not state.backend_info:
-                    state.backend_info = runners[BASELINE.key].info().to_dict()
+                    state.backend_info = runners[BASELINE.key][0].info().to_dict()
                 start = time.perf_counter()
                 _rounds(block, runners, settings, save, progress, cell_type)
                 state.add_time("timed_rounds", time.perf_counter() - start)

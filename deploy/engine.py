@@ -21,13 +21,11 @@ from casprof.backends.onnx_export import file_sha256
 from casprof.backends.tensorrt_runner import (
     TensorRTRunner,
     make_trt_logger,
-    format_build_errors,
     tensorrt_unavailable_reason,
     tensorrt_version,
-    trt_dtype_to_torch,
 )
 from casprof.backends.torch_runner import cuda_device_details
-from casprof.errors import BackendUnavailableError, MeasurementError, UserInputError
+from casprof.errors import BackendUnavailableError, UserInputError
 
 
 def engine_metadata_path(engine_path: Path) -> Path:
@@ -118,34 +116,4 @@ class EngineRunner(TensorRTRunner):
         logger = make_trt_logger(trt)
         self.plan = self.engine_path.read_bytes()
         self._build_facts = {"engine_sha256": file_sha256(self.engine_path), "tf32": self.engine_meta.get("tf32")}
-        engine = trt.Runtime(logger).deserialize_cuda_engine(self.plan)
-        if engine is None:
-            raise MeasurementError(format_build_errors(["the engine file could not be deserialized"] + logger.errors))
-        context = engine.create_execution_context()
-        if context is None:
-            raise MeasurementError(format_build_errors(["no execution context could be created"] + logger.errors))
-        self._engine, self._context = engine, context
-        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        outputs = [n for n in names if n not in inputs]
-        if len(inputs) != 1 or not outputs:
-            raise UserInputError(f"The engine {self.engine_path} must have one input and an output, found {len(inputs)} inputs.")
-        self._input_name, self._output_name = inputs[0], outputs[0]
-        in_shape = tuple(engine.get_tensor_shape(self._input_name))
-        if -1 in in_shape:
-            context.set_input_shape(self._input_name, tuple(self.spec.input_shape))
-        elif in_shape != tuple(self.spec.input_shape):
-            raise UserInputError(f"The engine takes inputs of shape {in_shape}, not {tuple(self.spec.input_shape)}.")
-        dev = self._device
-        for name in inputs + outputs:
-            dtype_name = engine.get_tensor_dtype(name).name
-            shape = tuple(context.get_tensor_shape(name))
-            buf = torch.empty(shape, dtype=trt_dtype_to_torch(dtype_name), device=dev)
-            self._buffers[name] = buf
-            self._io[name] = {"mode": "input" if name in inputs else "output", "dtype": dtype_name, "shape": list(shape)}
-            if not context.set_tensor_address(name, buf.data_ptr()):
-                raise MeasurementError(f"TensorRT refused the buffer address of tensor {name!r}.")
-        x = torch.from_numpy(self.fixed_input())
-        self._buffers[self._input_name].copy_(x.to(dev).to(self._buffers[self._input_name].dtype))
-        self._stream = torch.cuda.Stream(device=dev)
-        torch.cuda.synchronize(dev)
+        self._load_plan(trt, logger, f"The engine {self.engine_path}")

@@ -77,7 +77,8 @@ def test_paired_differences_are_probe_minus_bracketing_baseline(tiny_profile_pat
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [({"rounds": 2}, "At least 3"), ({"threads": 0}, "thread count"), ({"warmup_iters": -1}, "cannot be negative")],
+    [({"rounds": 2}, "At least 3"), ({"threads": 0}, "thread count"), ({"warmup_iters": -1}, "cannot be negative"),
+     ({"instances": 0}, "At least one instance")],
 )
 def test_bad_settings(kwargs: dict, message: str) -> None:
     with pytest.raises(UserInputError, match=message):
@@ -89,3 +90,32 @@ def test_bad_resolution_writes_nothing(tmp_path: Path) -> None:
     with pytest.raises(UserInputError, match="not divisible"):
         _run(tmp_path / "p.json", bad)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_rounds_alternate_between_instances(tmp_path: Path) -> None:
+    """Round r uses instance r % instances of every network (here: ONNX Runtime sessions on one file)."""
+    from casprof.backends.base import Runner
+
+    used: list[int] = []
+    original = Runner.time_once
+
+    def spy(self: Runner) -> float:
+        used.append(id(self))
+        return original(self)
+
+    settings = MeasureSettings(backend="onnxruntime", resolution=TINY_RES, threads=1, rounds=4, warmup_iters=0, instances=2)
+    from tests.conftest import MINI
+
+    hw = detect_hardware()
+    Runner.time_once = spy  # type: ignore[method-assign]
+    try:
+        profile = run_measurement(MINI, settings, resolve_device("cpu", hw), hw, out=tmp_path / "p.json")
+    finally:
+        Runner.time_once = original  # type: ignore[method-assign]
+    per_round = 2 * 10 + 1  # the normal block: ten probes bracketed by eleven baseline runs
+    assert len(used) == 4 * (21 + 21 + 19)
+    rounds = [set(used[i * per_round:(i + 1) * per_round]) for i in range(4)]
+    assert rounds[0].isdisjoint(rounds[1])  # consecutive rounds run other instances
+    assert rounds[0] == rounds[2] and rounds[1] == rounds[3]
+    assert profile.settings["instances"] == 2
+    assert profile.backend.details["intra_op_spinning"] is False

@@ -406,8 +406,11 @@ class TensorRTRunner(Runner):
         self.plan, self._build_facts = build_serialized_engine(
             self.onnx_path, timing_cache=self.timing_cache, workspace_bytes=self.workspace_bytes, logger=logger
         )
-        runtime = trt.Runtime(logger)
-        engine = runtime.deserialize_cuda_engine(self.plan)
+        self._load_plan(trt, logger, f"The ONNX model {self.onnx_path}")
+
+    def _load_plan(self, trt: Any, logger: Any, what: str) -> None:
+        """Deserialize ``self.plan``, create the context and bind torch CUDA buffers to every I/O tensor."""
+        engine = trt.Runtime(logger).deserialize_cuda_engine(self.plan)
         if engine is None:
             raise MeasurementError(format_build_errors(["the serialized engine could not be deserialized"] + logger.errors))
         context = engine.create_execution_context()
@@ -420,13 +423,13 @@ class TensorRTRunner(Runner):
             mode = engine.get_tensor_mode(name)
             (inputs if mode == trt.TensorIOMode.INPUT else outputs).append(name)
         if len(inputs) != 1 or not outputs:
-            raise UserInputError(f"The ONNX model {self.onnx_path} must have one input and an output, found {len(inputs)} inputs.")
+            raise UserInputError(f"{what} must have one input and an output, found {len(inputs)} inputs.")
         self._input_name, self._output_name = inputs[0], outputs[0]
         in_shape = tuple(engine.get_tensor_shape(self._input_name))
         if -1 in in_shape:
             context.set_input_shape(self._input_name, tuple(self.spec.input_shape))
         elif in_shape != tuple(self.spec.input_shape):
-            raise UserInputError(f"The ONNX model takes inputs of shape {in_shape}, not {tuple(self.spec.input_shape)}.")
+            raise UserInputError(f"{what} takes inputs of shape {in_shape}, not {tuple(self.spec.input_shape)}.")
         dev = self._device
         for name in inputs + outputs:
             dtype_name = engine.get_tensor_dtype(name).name

@@ -38,6 +38,7 @@ def measure(
     rounds: Annotated[int, typer.Option("--rounds", help="Measurement rounds per cell type.")] = 12,
     threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads (default: all cores this process may use).", show_default=False)] = None,
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs of each network before the first round.")] = 2,
+    instances: Annotated[int, typer.Option("--instances", help="Independent instances (sessions) of every network, used in turn by the rounds.")] = 2,
     exporter: Annotated[str, typer.Option("--exporter", help="ONNX exporter: torchscript (fast) or dynamo.")] = "torchscript",
     network: NetworkOpt = None,
     seed: SeedOpt = 0,
@@ -66,6 +67,7 @@ def measure(
         warmup_iters=warmup,
         seed=seed,
         exporter=exporter,
+        instances=instances,
     )
     h, w = size
     if out is None:
