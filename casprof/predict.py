@@ -43,6 +43,18 @@ class Prediction:
         }
 
 
+def edge_cost(profile: Profile, cell_type: str, op: str, metric: str, *, node: int, input_index: int) -> float:
+    """The predicted cost of one edge ``input_index -> node`` of a ``cell_type`` cell using ``op``.
+
+    The single place where the additive model turns a profile into per-edge costs: ``predict``
+    and the search's cost loss both go through it. Today every edge of a cell type costs the
+    uniform share c_o / E; ``node`` and ``input_index`` let a refined profile tell edges apart.
+    """
+    if not 0 <= input_index < 2 + node:
+        raise ValueError(f"edge {input_index} -> node {node} does not exist")
+    return profile.edge_share(cell_type, op, metric)
+
+
 def predict(profile: Profile, genotype: Genotype) -> dict[str, Prediction]:
     """Predicted cost of ``genotype``'s derived network for every metric of ``profile``.
 
@@ -53,7 +65,11 @@ def predict(profile: Profile, genotype: Genotype) -> dict[str, Prediction]:
     result = {}
     for metric in profile.metrics:
         parts = {
-            t: sum(profile.edge_share(t, op, metric) for node in genotype.cell(t) for op, _ in node)
+            t: sum(
+                edge_cost(profile, t, op, metric, node=j, input_index=i)
+                for j, node in enumerate(genotype.cell(t))
+                for op, i in node
+            )
             for t in CELL_TYPES
         }
         base = profile.baseline[metric].value
