@@ -20,7 +20,10 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 from enum import Enum
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
+
+if TYPE_CHECKING:
+    import torch
 
 from casprof.errors import BackendUnavailableError, UserInputError
 from casprof.hardware import GpuInfo, HardwareFingerprint
@@ -259,3 +262,16 @@ def resolve_device(name: str, hw: HardwareFingerprint) -> ResolvedDevice:
         f"Device '{spec.name}' ({spec.description}) is not present: this machine has "
         f"{hw.describe()}; use {_alternatives(spec, hw)}."
     )
+
+
+def torch_device(name: str) -> "torch.device":
+    """``cpu``, ``cuda`` or ``cuda:N`` as a torch device; refuses CUDA where no GPU is present."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserInputError(f"Unknown device {name!r}; use cpu, cuda or cuda:N.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserInputError(f"The device {name!r} was asked for but no CUDA GPU is available.")
+    return device

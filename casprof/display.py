@@ -41,11 +41,22 @@ def profile_frame(profile: Profile) -> pd.DataFrame:
 
 def _hardware_line(profile: Profile) -> str:
     hw = profile.hardware
+    target = hw.get("estimated_for")
+    if isinstance(target, dict):
+        return f"[bold red]ESTIMATED[/] for {target.get('description', profile.device)} (not present, nothing measured)"
     gpus = hw.get("gpus") or []
     cpu = (hw.get("cpu") or {}).get("model", "unknown CPU")
     if gpus:
         return f"GPU {gpus[0].get('name')} (CPU {cpu})"
     return f"CPU {cpu}"
+
+
+def _roofline_line(details: Any) -> str:
+    r = (details or {}).get("roofline") or {}
+    if not r:
+        return "figures not recorded"
+    return (f"{r.get('peak_tflops', 0):.3g} TFLOP/s, {r.get('bandwidth_gbs', 0):.4g} GB/s, "
+            f"{r.get('launch_overhead_us', 0):g} us per kernel")
 
 
 def _fmt(value: float | None, metric: str) -> str:
@@ -65,7 +76,8 @@ def profile_table(profile: Profile) -> Group:
     h, w = profile.input_size
     header = [
         f"device [bold]{profile.device}[/] · {_hardware_line(profile)}",
-        f"backend {b.name} {b.version} · {b.precision} · {b.device} · threads {b.threads} · timer {b.timer}",
+        f"backend {b.name} {b.version} · {b.precision} · {b.device} · threads {b.threads} · timer {b.timer}"
+        if not estimated else f"[bold red]roofline estimate[/] (casprof {b.version}) · {b.precision} · {_roofline_line(b.details)}",
         f"network {profile.fingerprint} at {h}x{w} · created {profile.created} · casprof {profile.tool_version}",
     ]
     lat = profile.baseline.get(Metric.LATENCY_MS.value)
@@ -76,7 +88,7 @@ def profile_table(profile: Profile) -> Group:
             f"IQR {lat.measurement.iqr:.3f})"
         )
     elif lat is not None:
-        header.append(f"baseline c'_id: {lat.value:.3f} ms (ESTIMATE)")
+        header.append(f"baseline c'_id: {lat.value:.3f} ms (ESTIMATE, not measured)")
     for m in (Metric.PARAMS.value, Metric.MACS.value):
         if m in profile.baseline:
             header.append(f"baseline {m}: {_fmt(profile.baseline[m].value, m)}")
@@ -88,7 +100,7 @@ def profile_table(profile: Profile) -> Group:
     table.add_column("operation")
     has_latency = Metric.LATENCY_MS.value in profile.metrics
     if has_latency:
-        table.add_column("c_o latency ms" + (" (est.)" if estimated else ""), justify="right")
+        table.add_column("c_o latency ms" + (" (ESTIMATE)" if estimated else ""), justify="right")
         table.add_column("95% CI", justify="right")
         table.add_column("% of c'_id", justify="right")
     for m in profile.metrics:
@@ -102,7 +114,7 @@ def profile_table(profile: Profile) -> Group:
         if has_latency:
             lo, hi = row.latency_ci95_low, row.latency_ci95_high
             cells += [
-                _fmt(row.latency_ms, Metric.LATENCY_MS.value),
+                _fmt(row.latency_ms, Metric.LATENCY_MS.value) + (" EST" if estimated else ""),
                 "-" if lo is None or pd.isna(lo) else f"{lo:.3f} … {hi:.3f}",
                 "-" if row.latency_pct_of_baseline is None or pd.isna(row.latency_pct_of_baseline) else f"{row.latency_pct_of_baseline:.1f}%",
             ]

@@ -1,7 +1,8 @@
 """The measurement protocol of DESIGN §3: probe networks timed in interleaved, paired rounds.
 
 For each cell type (a *block*), the baseline network and every probe of that cell type are
-prepared on the backend and warmed up. Then, round after round, the probes run once each in a
+prepared on the backend and warmed up (the edge-model probes of a schema-2 profile, see
+:mod:`casprof.edge_model`, come after them in blocks of their own, ``normal-edges`` etc.). Then, round after round, the probes run once each in a
 freshly shuffled order, and the baseline runs before the first probe, between every two probes
 and after the last: ``B p1 B p2 B ... pn B``. A probe's sample in a round is its time minus the
 mean of the two baseline runs that bracket it, so drift of the machine (clocks, temperature,
@@ -39,7 +40,9 @@ from casprof.devices import ResolvedDevice
 from casprof.errors import UserInputError
 from casprof.hardware import HardwareFingerprint, sample_gpu_state
 from casprof.ops import CELL_TYPES, candidate_ops
-from casprof.probes import BASELINE, Probe, build_probe, measured_probes
+from casprof.edge_model import CellEdgeModel, EdgeModel
+from casprof.probes import (BASELINE, Probe, Variant, block_of, build_probe, edge_model_probes, measured_probes,
+                             measurement_blocks)
 from casprof.profile import BackendRecord, CostValue, Method, Metric, Profile
 from casprof.stats import Measurement, paired_difference
 
@@ -213,7 +216,7 @@ def _exact_metrics(config: NetworkConfig, probes: Sequence[Probe], settings: Mea
     progress(Progress("counting parameters and MACs", len(todo), len(todo)))
 
 
-def _runner_spec(config: NetworkConfig, settings: MeasureSettings, device: ResolvedDevice, workdir: Path) -> RunnerSpec:
+def make_runner_spec(config: NetworkConfig, settings: MeasureSettings, device: ResolvedDevice, workdir: Path) -> RunnerSpec:
     h, w = settings.resolution
     return RunnerSpec(
         input_shape=(1, config.in_channels, h, w),
@@ -225,7 +228,7 @@ def _runner_spec(config: NetworkConfig, settings: MeasureSettings, device: Resol
     )
 
 
-def _instances(stack: ExitStack, model: torch.nn.Module, settings: MeasureSettings, spec: RunnerSpec) -> list[Runner]:
+def open_instances(stack: ExitStack, model: torch.nn.Module, settings: MeasureSettings, spec: RunnerSpec) -> list[Runner]:
     """``settings.instances`` active runners of one network; ONNX is exported only once."""
     kwargs: dict[str, Any] = {}
     if settings.backend is Backend.ONNXRUNTIME:
@@ -247,7 +250,7 @@ def _open_runners(stack: ExitStack, config: NetworkConfig, probes: Sequence[Prob
     runners: dict[str, list[Runner]] = {}
     for i, probe in enumerate(probes):
         progress(Progress(f"{label}: preparing networks", i, len(probes), probe.key))
-        runners[probe.key] = _instances(stack, build_probe(config, probe), settings, spec)
+        runners[probe.key] = open_instances(stack, build_probe(config, probe), settings, spec)
     for i, (key, instances) in enumerate(runners.items()):
         progress(Progress(f"{label}: warming up", i, len(runners), key))
         for runner in instances:
@@ -311,7 +314,7 @@ def run_measurement(
     def save() -> None:
         atomic_write_json(ckpt, state.to_dict())
 
-    probes = [BASELINE] + measured_probes()
+    probes = [BASELINE] + measured_probes() + edge_model_probes(config)
     gpu_index = device.gpu.index if device.gpu is not None else None
     if gpu_index is not None:
         state.gpu_states.append({"when": "start", **(sample_gpu_state(gpu_index) or {})})
@@ -321,20 +324,20 @@ def run_measurement(
     state.add_time("count_params_macs", time.perf_counter() - start)
 
     with tempfile.TemporaryDirectory(prefix="casprof-") as tmp:
-        spec = _runner_spec(config, settings, device, Path(workdir) if workdir else Path(tmp))
-        for cell_type in CELL_TYPES:
-            block = state.blocks.setdefault(cell_type, _BlockState())
+        spec = make_runner_spec(config, settings, device, Path(workdir) if workdir else Path(tmp))
+        for label, members in measurement_blocks(config):
+            block = state.blocks.setdefault(label, _BlockState())
             if block.rounds_done >= settings.rounds:
                 continue
-            block_probes = [BASELINE] + [p for p in probes if p.cell_type == cell_type]
+            block_probes = [BASELINE, *members]
             with ExitStack() as stack:
                 start = time.perf_counter()
-                runners = _open_runners(stack, config, block_probes, settings, spec, progress, cell_type)
+                runners = _open_runners(stack, config, block_probes, settings, spec, progress, label)
                 state.add_time("prepare_and_warmup", time.perf_counter() - start)
                 if not state.backend_info:
                     state.backend_info = runners[BASELINE.key][0].info().to_dict()
                 start = time.perf_counter()
-                _rounds(block, runners, settings, save, progress, cell_type)
+                _rounds(block, runners, settings, save, progress, label)
                 state.add_time("timed_rounds", time.perf_counter() - start)
     if gpu_index is not None:
         state.gpu_states.append({"when": "end", **(sample_gpu_state(gpu_index) or {})})
@@ -355,26 +358,40 @@ def build_profile(config: NetworkConfig, settings: MeasureSettings, device: Reso
         Metric.MACS.value: CostValue(exact_base[Metric.MACS.value]),
     }
     warnings: list[str] = []
+
+    def probe_costs(probe: Probe) -> dict[str, CostValue]:
+        block = state.blocks[block_of(probe)]
+        absolute = Measurement(block.samples[probe.key])
+        diff = paired_difference(absolute, Measurement(block.brackets[probe.key]))
+        exact = state.exact[probe.key]
+        note = diff.noise_warning()
+        if note:
+            warnings.append(f"{probe.key}: {note}")
+        return {
+            Metric.LATENCY_MS.value: CostValue.measured(diff, absolute),
+            Metric.PARAMS.value: CostValue(exact[Metric.PARAMS.value] - exact_base[Metric.PARAMS.value]),
+            Metric.MACS.value: CostValue(exact[Metric.MACS.value] - exact_base[Metric.MACS.value]),
+        }
+
     costs: dict[str, dict[str, dict[str, CostValue]]] = {}
     for t in CELL_TYPES:
         costs[t] = {}
         for op in candidate_ops(t):
             if op == "identity":
                 costs[t][op] = {m.value: CostValue(0.0, source="definition") for m in Metric}
-                continue
-            probe = Probe(t, op)
-            block = state.blocks[t]
-            absolute = Measurement(block.samples[probe.key])
-            diff = paired_difference(absolute, Measurement(block.brackets[probe.key]))
-            exact = state.exact[probe.key]
-            costs[t][op] = {
-                Metric.LATENCY_MS.value: CostValue.measured(diff, absolute),
-                Metric.PARAMS.value: CostValue(exact[Metric.PARAMS.value] - exact_base[Metric.PARAMS.value]),
-                Metric.MACS.value: CostValue(exact[Metric.MACS.value] - exact_base[Metric.MACS.value]),
-            }
-            note = diff.noise_warning()
-            if note:
-                warnings.append(f"{t}/{op}: {note}")
+            else:
+                costs[t][op] = probe_costs(Probe(t, op))
+    extra = edge_model_probes(config)
+    cells = {}
+    for t in CELL_TYPES:
+        mine = [p for p in extra if p.cell_type == t]
+        if mine:
+            cells[t] = CellEdgeModel(
+                inputs_only=probe_costs(Probe(t, "identity", Variant.INPUTS_ONLY)),
+                rest_on_input0=probe_costs(Probe(t, "identity", Variant.REST_ON_INPUT0)),
+                rest_on_input1=probe_costs(Probe(t, "identity", Variant.REST_ON_INPUT1)),
+                input_edges={p.op: probe_costs(p) for p in mine if p.variant is Variant.INPUT_EDGES},
+            )
     info = state.backend_info
     backend = BackendRecord(
         name=info.get("backend", settings.backend.value),
@@ -401,6 +418,7 @@ def build_profile(config: NetworkConfig, settings: MeasureSettings, device: Reso
         costs=costs,
         settings={**settings.to_dict(), "phase_seconds": {k: round(v, 2) for k, v in state.phase_seconds.items()}},
         warnings=tuple(warnings),
+        edge_model=EdgeModel(cells),
     )
 
 

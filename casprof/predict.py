@@ -1,12 +1,15 @@
 """Predicted absolute cost of a derived network from a profile (DESIGN §5 ``casprof predict``).
 
 A probe cell has ``E`` edges (9 in a backbone cell, 27 in the multi-scale cell) all using one
-operation, in every cell of its type, so one edge of a genotype's cell costs ``c_o / E`` (the
-genotype's cell is repeated in every cell of the type). The prediction is
+operation, in every cell of its type (the genotype's cell is repeated in every cell of the type).
 
-    c'_id + sum over cell types t, over the edges (o, i) of the genotype's t cell, of c_o / E_t.
-
-``identity`` edges cost nothing beyond the baseline by definition.
+* A schema-1 profile (no edge model): one edge costs the uniform share ``c_o / E`` and the
+  prediction is ``c'_id + sum over the genotype's edges of c_o / E_t``; ``identity`` edges cost
+  nothing beyond the baseline.
+* A profile with an edge model (schema 2, :mod:`casprof.edge_model`): one edge of class k
+  (leaving a cell input or an intermediate node) costs ``s_k + c_o^k / E_k``, and the full
+  cells' identity edges ``sum_k E_k s_k`` are taken out of c'_id. ``by_cell_type`` then holds
+  the genotype's edges minus those, so that the value is still ``baseline + sum(by_cell_type)``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from casprof.edge_model import refined_edge_cost, structure_cost
 from casprof.genotype import Genotype
 from casprof.ops import CELL_TYPES
 from casprof.profile import Metric, Profile
@@ -48,11 +52,14 @@ def edge_cost(profile: Profile, cell_type: str, op: str, metric: str, *, node: i
 
     The single place where the additive model turns a profile into per-edge costs: ``predict``
     and the search's cost loss both go through it. Today every edge of a cell type costs the
-    uniform share c_o / E; ``node`` and ``input_index`` let a refined profile tell edges apart.
+    uniform share c_o / E of a schema-1 profile, or, with an edge model, ``s_k + c_o^k / E_k`` for
+    the class k of the edge (see :mod:`casprof.edge_model`).
     """
     if not 0 <= input_index < 2 + node:
         raise ValueError(f"edge {input_index} -> node {node} does not exist")
-    return profile.edge_share(cell_type, op, metric)
+    if profile.edge_model is None:
+        return profile.edge_share(cell_type, op, metric)
+    return refined_edge_cost(profile, cell_type, op, metric, input_index)
 
 
 def predict(profile: Profile, genotype: Genotype) -> dict[str, Prediction]:
@@ -70,6 +77,7 @@ def predict(profile: Profile, genotype: Genotype) -> dict[str, Prediction]:
                 for j, node in enumerate(genotype.cell(t))
                 for op, i in node
             )
+            - (structure_cost(profile, t, metric) if profile.edge_model is not None else 0.0)
             for t in CELL_TYPES
         }
         base = profile.baseline[metric].value

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from casprof import __version__
 from casprof._io import atomic_write_json, check_schema_version, read_json_file
@@ -23,7 +23,12 @@ from casprof.errors import UserInputError
 from casprof.ops import CELL_TYPES, candidate_ops
 from casprof.stats import Measurement
 
-PROFILE_SCHEMA_VERSION = 1
+if TYPE_CHECKING:  # pragma: no cover
+    from casprof.edge_model import EdgeModel
+
+#: 2 added the optional ``edge_model`` block (casprof.edge_model); version-1 files still load
+#: (without it, every edge of a cell type costs the uniform share c_o / E).
+PROFILE_SCHEMA_VERSION = 2
 
 
 class Metric(str, enum.Enum):
@@ -168,6 +173,9 @@ class Profile:
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
     tool_version: str = __version__
     warnings: tuple[str, ...] = ()
+    edge_model: EdgeModel | None = None
+    #: the schema_version of the file it was read from (files are written at the current one)
+    read_schema_version: int = PROFILE_SCHEMA_VERSION
 
     # --- queries --------------------------------------------------------------------------
     @property
@@ -183,7 +191,7 @@ class Profile:
         return self.costs[cell_type][op][metric]
 
     def edge_share(self, cell_type: str, op: str, metric: str) -> float:
-        """The cost of one edge of a cell type: c_o divided by the edges of a probe cell."""
+        """The uniform share c_o / E: c_o divided by the edges of a probe cell (schema-1 model)."""
         return self.cost(cell_type, op, metric).value / self.network.edges_per_cell(cell_type)
 
     def require_network(self, config: NetworkConfig) -> None:
@@ -215,6 +223,7 @@ class Profile:
                 t: {op: {m: v.to_dict() for m, v in metrics.items()} for op, metrics in ops.items()}
                 for t, ops in self.costs.items()
             },
+            **({"edge_model": self.edge_model.to_dict()} if self.edge_model is not None else {}),
         }
 
     def save(self, path: Path) -> None:
@@ -238,7 +247,7 @@ def _require(d: Mapping[str, Any], keys: tuple[str, ...]) -> None:
 def _parse_profile(d: Any) -> Profile:
     if not isinstance(d, Mapping):
         raise UserInputError("A profile must be a JSON object.")
-    check_schema_version(d, "profile", PROFILE_SCHEMA_VERSION)
+    version = check_schema_version(d, "profile", PROFILE_SCHEMA_VERSION)
     _require(d, ("device", "hardware", "backend", "method", "network", "baseline", "costs"))
     try:
         method = Method(d["method"])
@@ -283,6 +292,11 @@ def _parse_profile(d: Any) -> Profile:
         extra = sorted(set(costs_raw[t]) - set(candidate_ops(t)))
         if extra:
             raise UserInputError(f"The profile's {t!r} cell names unknown operation(s) {', '.join(extra)}.")
+    edge_model = None
+    if d.get("edge_model") is not None:
+        from casprof.edge_model import EdgeModel
+
+        edge_model = EdgeModel.from_dict(d["edge_model"], config, metrics)
     hardware = d["hardware"]
     if not isinstance(hardware, Mapping):
         raise UserInputError("The profile's hardware block must be an object.")
@@ -301,6 +315,8 @@ def _parse_profile(d: Any) -> Profile:
         created=str(d.get("created", "")),
         tool_version=str(tool.get("version", "unknown")),
         warnings=tuple(str(w) for w in d.get("warnings") or ()),
+        edge_model=edge_model,
+        read_schema_version=version,
     )
 
 

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from cas.cli import app as cas_app
 from casprof.cli.app import app
 from casprof.genotype import random_genotype
+from casprof.profile import PROFILE_SCHEMA_VERSION
 from tests.conftest import TINY
 
 runner = CliRunner()
@@ -85,7 +86,7 @@ def test_show_formats(tiny_profile_path: Path) -> None:
 def test_check_and_diff(tiny_profile_path: Path) -> None:
     result = runner.invoke(app, ["check", str(tiny_profile_path)])
     assert result.exit_code == 0, result.output
-    assert "valid schema v1 profile" in result.output
+    assert f"valid schema v{PROFILE_SCHEMA_VERSION} profile" in result.output
     d = runner.invoke(app, ["diff", str(tiny_profile_path), str(tiny_profile_path), "--json"])
     rows = json.loads(d.output)
     assert len(rows) == 32 and not any(r["significant"] for r in rows)

@@ -112,8 +112,12 @@ def test_rounds_alternate_between_instances(tmp_path: Path) -> None:
         profile = run_measurement(MINI, settings, resolve_device("cpu", hw), hw, out=tmp_path / "p.json")
     finally:
         Runner.time_once = original  # type: ignore[method-assign]
-    per_round = 2 * 10 + 1  # the normal block: ten probes bracketed by eleven baseline runs
-    assert len(used) == 4 * (21 + 21 + 19)
+    from casprof.probes import measurement_blocks
+
+    blocks = measurement_blocks(MINI)
+    per_round = 2 * len(blocks[0][1]) + 1  # the normal block: its probes, each bracketed by baseline runs
+    assert blocks[0][0] == "normal" and per_round == 2 * 10 + 1
+    assert len(used) == 4 * sum(2 * len(probes) + 1 for _, probes in blocks)
     rounds = [set(used[i * per_round:(i + 1) * per_round]) for i in range(4)]
     assert rounds[0].isdisjoint(rounds[1])  # consecutive rounds run other instances
     assert rounds[0] == rounds[2] and rounds[1] == rounds[3]

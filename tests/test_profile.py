@@ -110,8 +110,14 @@ def test_unreadable_profiles(tiny_profile_path: Path, tmp_path: Path) -> None:
         Profile.load(not_profile)
 
 
-def test_prediction_is_baseline_plus_edge_shares(tiny_profile_path: Path) -> None:
-    p = Profile.load(tiny_profile_path)
+def test_prediction_is_baseline_plus_edge_shares(tiny_profile_path: Path, tmp_path: Path) -> None:
+    """A version-1 profile (no edge model) predicts c'_id plus the uniform shares c_o / E."""
+    raw = json.loads(tiny_profile_path.read_text())
+    raw["schema_version"] = 1
+    del raw["edge_model"]
+    old = tmp_path / "v1.json"
+    old.write_text(json.dumps(raw))
+    p = Profile.load(old)
     ident = uniform_genotype({"normal": "identity", "reduce": "identity", "ms": "identity"}, TINY)
     conv = uniform_genotype({"normal": "conv_3x3", "reduce": "identity", "ms": "identity"}, TINY)
     pi, pc = predict(p, ident), predict(p, conv)
@@ -123,6 +129,13 @@ def test_prediction_is_baseline_plus_edge_shares(tiny_profile_path: Path) -> Non
     # The params model is exact for backbone edges: compare with the real derived networks.
     real = count_params(CASNetwork.from_genotype(conv)) - count_params(CASNetwork.from_genotype(ident))
     assert pc["params"].value - pi["params"].value == pytest.approx(real)
+
+
+def test_schema_2_prediction_counts_derived_networks_exactly(tiny_profile_path: Path) -> None:
+    """With the edge model, the predicted parameters are the derived network's own count."""
+    p = Profile.load(tiny_profile_path)
+    for genotype in (random_genotype(1, TINY), uniform_genotype({"normal": "identity", "reduce": "identity", "ms": "identity"}, TINY)):
+        assert predict(p, genotype)["params"].value == pytest.approx(count_params(CASNetwork.from_genotype(genotype)))
 
 
 def test_prediction_refuses_another_network(tiny_profile_path: Path) -> None:

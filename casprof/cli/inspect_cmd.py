@@ -74,7 +74,7 @@ def check(profile: ProfileArg) -> None:
         err_console.print(f"[{style}]{f.level}:[/] {f.message}", highlight=False)
     warnings = sum(f.level == "warning" for f in findings)
     typer.echo(
-        f"{profile}: valid schema v1 profile ({p.method.value}, {p.device}, {p.backend.name}/{p.backend.precision}, "
+        f"{profile}: valid schema v{p.read_schema_version} profile ({'ESTIMATED' if p.method.value == 'estimated' else 'measured'}, {p.device}, {p.backend.name}/{p.backend.precision}, "
         f"network {p.fingerprint}); {warnings} warning(s)."
     )
 

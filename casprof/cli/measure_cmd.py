@@ -7,19 +7,20 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from casprof._io import ensure_parent_exists
 from casprof.backends.base import Backend, Precision
 from casprof.cli._app import err_console, out_console
 from casprof.cli._options import BackendOpt, DeviceOpt, NetworkOpt, OutOpt, PrecisionOpt, ResolutionOpt, SeedOpt
+from casprof.cli._progress import stage_progress
 from casprof.cli.common import load_network_config
-from casprof.config import parse_resolution
-from casprof.devices import DeviceKind, resolve_device
+from casprof.config import NetworkConfig, parse_resolution
+from casprof.devices import DeviceKind, get_device, resolve_device
 from casprof.display import profile_table
-from casprof.errors import BackendUnavailableError
+from casprof.errors import BackendUnavailableError, UserInputError
+from casprof.estimate import EstimateRequest, Roofline, calibrate_cpu, estimate_profile
 from casprof.hardware import detect_hardware
-from casprof.measure import MeasureSettings, Progress as ProgressEvent, checkpoint_path, run_measurement
-
+from casprof.measure import MeasureSettings, checkpoint_path, run_measurement
 
 def _default_threads() -> int:
     try:
@@ -42,6 +43,7 @@ def measure(
     exporter: Annotated[str, typer.Option("--exporter", help="ONNX exporter: torchscript (fast) or dynamo.")] = "torchscript",
     network: NetworkOpt = None,
     seed: SeedOpt = 0,
+    estimate: Annotated[bool, typer.Option("--estimate", help="Do not measure: estimate from the registry's spec-sheet figures (a roofline per kernel); the device need not be present. --device cpu calibrates this CPU's peak rate and bandwidth instead.")] = False,
 ) -> None:
     """Measure c_o = c'_o - c'_id for every operation and cell type into a profile.
 
@@ -50,6 +52,9 @@ def measure(
     """
     config = load_network_config(network)
     size = parse_resolution(resolution, config)
+    if estimate:
+        _estimate(device, config, size, precision, out, threads)
+        return
     if exporter not in ("torchscript", "dynamo"):
         raise BackendUnavailableError(f"Unknown exporter {exporter!r}; use torchscript or dynamo.")
     hardware = detect_hardware()
@@ -78,17 +83,7 @@ def measure(
         f"at {h}x{w}, {settings.threads} thread(s), {rounds} rounds → {out}",
         highlight=False,
     )
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("{task.fields[detail]}"), console=err_console, transient=False,
-    ) as bar:
-        tasks: dict[str, int] = {}
-
-        def on_progress(event: ProgressEvent) -> None:
-            if event.stage not in tasks:
-                tasks[event.stage] = bar.add_task(event.stage, total=event.total, detail="")
-            bar.update(tasks[event.stage], completed=event.done, total=event.total, detail=event.detail)
-
+    with stage_progress() as on_progress:
         try:
             profile = run_measurement(config, settings, resolved, hardware, out=out, resume=resume, progress=on_progress)
         except KeyboardInterrupt:
@@ -96,6 +91,36 @@ def measure(
             raise typer.Exit(130) from None
     out_console.print(profile_table(profile))
     err_console.print(f"Wrote {out}")
+
+
+def _estimate(device: str, config: NetworkConfig, size: tuple[int, int], precision: Precision, out: Optional[Path],
+              threads: Optional[int]) -> None:
+    """``measure --estimate``: a roofline estimate from spec-sheet (or calibrated) figures."""
+    spec = get_device(device)
+    if spec.is_generic and spec.kind is DeviceKind.CPU:
+        if precision is Precision.FP16:
+            raise UserInputError("fp16 is estimated only for GPUs; use --precision fp32 for the CPU.")
+        err_console.print("Calibrating this CPU's fp32 rate and memory bandwidth (a few seconds)…")
+        roofline = calibrate_cpu(threads if threads is not None else _default_threads())
+    else:
+        roofline = Roofline.from_device(spec, precision)
+    h, w = size
+    if out is None:
+        out = Path("profiles") / f"{spec.name}-estimated-{precision.value}-{h}x{w}.json"
+        out.parent.mkdir(exist_ok=True)
+    ensure_parent_exists(out)
+    err_console.print(
+        f"[bold red]ESTIMATING[/] (not measuring) [bold]{spec.name}[/] at {h}x{w} {precision.value}: "
+        f"{roofline.peak_flops / 1e12:.3g} TFLOP/s, {roofline.bandwidth / 1e9:.4g} GB/s, "
+        f"{roofline.launch_overhead_s * 1e6:g} us per kernel → {out}",
+        highlight=False,
+    )
+    request = EstimateRequest(device=spec, roofline=roofline, precision=precision, resolution=size)
+    with stage_progress() as on_progress:
+        profile = estimate_profile(config, request, progress=on_progress)
+    profile.save(out)
+    out_console.print(profile_table(profile))
+    err_console.print(f"Wrote {out} (an ESTIMATE, not a measurement)")
 
 
 def register(app: typer.Typer) -> None:

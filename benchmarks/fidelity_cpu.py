@@ -1,0 +1,107 @@
+"""Benchmark: fidelity of the committed CPU profiles (predicted vs measured latency of derived networks).
+
+Targets (issue "fidelity"), per backend, at 768x1536 with 30 random genotypes plus the two
+extremes: MAPE <= 3%, at least 95% of the networks within +-5%, Kendall tau >= 0.9, and
+MAPE <= 1.5x the measurement's own test-retest error; MACs and parameter counts (linearly
+fitted) are reported beside them.
+
+Run on a quiet machine: ``python benchmarks/fidelity_cpu.py --backend onnxruntime`` (and
+``--backend torch``). Writes ``benchmarks/results/fidelity_cpu_<backend>_<digest>.{json,md,png}``.
+
+``--short`` checks the script itself in about a minute: it measures a profile of the TINY test
+network at 64x128 first, then checks it with 5 genotypes; its files go to a temporary folder
+(or ``--results``), never over the committed results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+from casprof._io import atomic_write_json, atomic_write_text
+from casprof.backends.base import Backend
+from casprof.config import NetworkConfig
+from casprof.devices import resolve_device
+from casprof.fidelity import FidelityReport, FidelitySettings, run_fidelity
+from casprof.fidelity_report import report_markdown, write_report
+from casprof.hardware import detect_hardware
+from casprof.measure import MeasureSettings, run_measurement
+from casprof.profile import Profile
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+TINY = NetworkConfig(stem_channels=(4, 4, 8), channels=4, ms_channels=4, num_classes=5)  # tests/conftest.py
+
+TARGETS = {"mape_pct": 3.0, "within_5": 0.95, "kendall_tau": 0.9, "mape_to_retest": 1.5}
+
+
+def targets(report: FidelityReport) -> list[dict]:
+    a = report.profile_agreement
+    ratio = report.mape_to_retest
+    rows = [
+        ("MAPE", f"{a.mape:.2f}%", f"≤ {TARGETS['mape_pct']:g}%", a.mape <= TARGETS["mape_pct"]),
+        ("within ±5%", f"{a.within_5:.0%}", f"≥ {TARGETS['within_5']:.0%}", a.within_5 >= TARGETS["within_5"]),
+        ("Kendall τ", "-" if a.kendall_tau is None else f"{a.kendall_tau:.3f}", f"≥ {TARGETS['kendall_tau']:g}",
+         a.kendall_tau is not None and a.kendall_tau >= TARGETS["kendall_tau"]),
+        ("MAPE / test-retest", "-" if ratio is None else f"{ratio:.2f}", f"≤ {TARGETS['mape_to_retest']:g}",
+         ratio is not None and ratio <= TARGETS["mape_to_retest"]),
+    ]
+    return [{"figure": f, "value": v, "target": t, "met": bool(m)} for f, v, t, m in rows]
+
+
+def short_profile(backend: str, folder: Path) -> Path:
+    """A real profile of the TINY network at 64x128 (3 rounds), for --short."""
+    hw = detect_hardware()
+    out = folder / f"tiny-{backend}.json"
+    settings = MeasureSettings(backend=backend, resolution=(64, 128), threads=hw.cpu.affinity or 1, rounds=3, warmup_iters=1)
+    run_measurement(TINY, settings, resolve_device("cpu", hw), hw, out=out)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", default="onnxruntime", choices=[Backend.ONNXRUNTIME.value, Backend.TORCH.value])
+    parser.add_argument("--profile", type=Path, default=None, help="default: profiles/cpu-<digest8>-<backend>-fp32-768x1536.json")
+    parser.add_argument("--samples", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--short", action="store_true", help="tiny network at 64x128, 5 genotypes, 2 rounds")
+    parser.add_argument("--results", type=Path, default=None, help="output folder (default: benchmarks/results; --short: a temporary folder)")
+    args = parser.parse_args()
+
+    hw = detect_hardware()
+    with tempfile.TemporaryDirectory(prefix="fidelity-bench-") as tmp:
+        if args.short:
+            profile_path = args.profile or short_profile(args.backend, Path(tmp))
+            settings = FidelitySettings(samples=5, seed=args.seed, rounds=2)
+            results = args.results or Path(tmp)
+        else:
+            profile_path = args.profile or ROOT / "profiles" / f"cpu-{hw.digest()[:8]}-{args.backend}-fp32-768x1536.json"
+            settings = FidelitySettings(samples=args.samples, seed=args.seed, rounds=args.rounds)
+            results = args.results or RESULTS
+        profile = Profile.load(profile_path)
+        report = run_fidelity(profile, hw, settings, profile_path=profile_path,
+                              progress=lambda e: print(f"  {e.stage}: {e.done}/{e.total} {e.detail}", flush=True)
+                              if e.done == e.total else None)
+        results.mkdir(parents=True, exist_ok=True)
+        stem = f"fidelity_cpu_{args.backend}_{hw.digest()}" + ("_short" if args.short else "")
+        paths = write_report(report, results, stem)
+        checks = targets(report)
+        data = json.loads(paths["json"].read_text())
+        data["targets"] = checks
+        data["command"] = "python benchmarks/fidelity_cpu.py --backend " + args.backend + (" --short" if args.short else "")
+        atomic_write_json(paths["json"], data)
+        table = ["## Targets", "", "| figure | value | target | met |", "| --- | ---: | ---: | --- |"]
+        table += [f"| {c['figure']} | {c['value']} | {c['target']} | {'yes' if c['met'] else '**no**'} |" for c in checks]
+        md = report_markdown(report)
+        head, _, rest = md.partition("\n\n")
+        md = head + f"\n\n- command: `{data['command']}`\n" + "\n".join(table) + "\n\n" + rest
+        atomic_write_text(paths["md"], md)
+        print(md)
+        print("wrote", ", ".join(str(p) for p in paths.values()))
+
+
+if __name__ == "__main__":
+    main()

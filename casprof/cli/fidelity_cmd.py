@@ -1,0 +1,57 @@
+"""``casprof fidelity``: predicted against measured latency of random derived networks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from casprof.cli._app import err_console
+from casprof.cli._options import ProfileOpt, SeedOpt
+from casprof.cli._progress import stage_progress
+from casprof.errors import UserInputError
+from casprof.fidelity import FidelitySettings, check_can_measure, run_fidelity
+from casprof.fidelity_report import report_markdown, write_report
+from casprof.hardware import detect_hardware
+from casprof.profile import Profile
+
+
+def fidelity(
+    profile: ProfileOpt,
+    samples: Annotated[int, typer.Option("--samples", "-n", help="Random genotypes to measure (at least 5).")] = 30,
+    seed: SeedOpt = 0,
+    rounds: Annotated[int, typer.Option("--rounds", help="Timed runs per network, alternating between 2 instances (even).")] = 6,
+    extremes: Annotated[bool, typer.Option("--extremes/--no-extremes", help="Add the all-cheapest and all-most-expensive genotypes.")] = True,
+    report: Annotated[Optional[Path], typer.Option("--report", help="Folder for fidelity.json, .md and .png (must exist).", show_default=False)] = None,
+) -> None:
+    """Measure random derived networks on this machine and compare with the profile's predictions.
+
+    Uses the profile's device, backend, precision, resolution and threads. Reports MAPE, worst
+    error, shares within ±5%/±10%, Kendall τ and Spearman ρ, the same for MACs and parameters
+    (linearly fitted), and the measurement's own test-retest error.
+    """
+    settings = FidelitySettings(samples=samples, seed=seed, rounds=rounds, extremes=extremes)
+    if report is not None and not report.is_dir():
+        raise UserInputError(f"The report folder {report} does not exist.")
+    p = Profile.load(profile)
+    hardware = detect_hardware()
+    check_can_measure(p, hardware)
+    h, w = p.input_size
+    err_console.print(
+        f"Checking [bold]{profile}[/] ({p.device}, {p.backend.name}/{p.backend.precision}, {h}x{w}, "
+        f"{p.backend.threads} thread(s)) against {samples} random genotypes"
+        + (" + 2 extremes" if extremes else ""),
+        highlight=False,
+    )
+    with stage_progress() as on_progress:
+        result = run_fidelity(p, hardware, settings, profile_path=profile, progress=on_progress)
+    md = report_markdown(result)
+    if report is not None:
+        paths = write_report(result, report)
+        err_console.print("Wrote " + ", ".join(str(v) for v in paths.values()), highlight=False)
+    typer.echo(md, nl=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(fidelity)

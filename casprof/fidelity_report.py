@@ -1,0 +1,105 @@
+"""Writing a fidelity report: JSON, a Markdown table and a scatter plot, each written atomically."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from casprof._io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from casprof.errors import UserInputError
+from casprof.fidelity import FidelityReport
+from casprof.fidelity_metrics import Agreement
+
+
+def _corr(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _row(name: str, a: Agreement) -> str:
+    return (f"| {name} | {a.mape:.2f}% | {a.worst:.2f}% | {a.within_5:.0%} | {a.within_10:.0%} | "
+            f"{_corr(a.kendall_tau)} | {_corr(a.spearman_rho)} |")
+
+
+def report_markdown(report: FidelityReport) -> str:
+    """The summary table and the per-network table, in Markdown."""
+    p, s = report.profile, report.settings
+    h, w = p["resolution"]
+    where = f"GPU {p['gpus'][0]}" if p["gpus"] else f"CPU {p['cpu']}"
+    ratio = report.mape_to_retest
+    lines = [
+        f"# casprof fidelity: {p['device']} / {p['backend']} {p['backend_version']} / {p['precision']} at {h}x{w}",
+        "",
+        f"- profile: `{report.profile_path}` (network {p['network']}, hardware {p['hardware_digest']}, {where}, "
+        f"{p['threads']} threads; per-edge model: {p['schema_edge_model']})",
+        f"- networks: {s['samples']} random genotypes (seed {s['seed']})"
+        + (" + all-cheapest + all-most-expensive" if s["extremes"] else "")
+        + f"; each timed {s['rounds']} times in interleaved rounds, alternating between {s['instances']} instances",
+        "- measured = median of all runs; m1, m2 = medians of each instance (two independent measurements)",
+        f"- wall time {report.seconds:.0f} s · {report.created}",
+        "",
+        "| predictor | MAPE | worst | within ±5% | within ±10% | Kendall τ | Spearman ρ |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        _row("profile (c'_id + Σ edge costs)", report.profile_agreement),
+        *([_row("same profile, uniform share c_o / E (schema-1 model)", report.uniform_agreement)]
+          if report.uniform_agreement is not None else []),
+        _row("MACs, linear fit", report.macs_agreement),
+        _row("parameters, linear fit", report.params_agreement),
+        "",
+        f"Test-retest error (mean |m1 − m2| / mean(m1, m2)): {report.retest_pct:.2f}%; "
+        f"MAPE / test-retest: {'-' if ratio is None else f'{ratio:.2f}'}.",
+        "",
+        "| network | predicted ms | measured ms | error | m1 ms | m2 ms | GMACs | M params |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for n in report.networks:
+        lines.append(f"| {n.name} | {n.predicted_ms:.2f} | {n.measured_ms:.2f} | {n.error_pct:+.2f}% | "
+                     f"{n.first_ms:.2f} | {n.second_ms:.2f} | {n.macs / 1e9:.3f} | {n.params / 1e6:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def scatter_png(report: FidelityReport) -> bytes:
+    """Predicted against measured latency with the identity line and its ±5% band, as PNG bytes."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    measured = [n.measured_ms for n in report.networks]
+    predicted = [n.predicted_ms for n in report.networks]
+    lo, hi = min(measured + predicted) * 0.9, max(measured + predicted) * 1.1
+    fig, ax = plt.subplots(figsize=(5.5, 5.0), dpi=110)
+    try:
+        xs = [lo, hi]
+        ax.fill_between(xs, [x * 0.95 for x in xs], [x * 1.05 for x in xs], color="tab:green", alpha=0.15, label="±5%")
+        ax.plot(xs, xs, color="tab:green", linewidth=1)
+        ax.scatter(measured, predicted, s=18, color="tab:blue", label="derived networks")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_xlabel("measured latency (ms)")
+        ax.set_ylabel("predicted latency (ms)")
+        a = report.profile_agreement
+        p = report.profile
+        ax.set_title(f"{p['device']} / {p['backend']}: MAPE {a.mape:.1f}%, τ {_corr(a.kendall_tau)}", fontsize=10)
+        ax.legend(loc="upper left", fontsize=8)
+        buf = io.BytesIO()
+        fig.tight_layout()
+        fig.savefig(buf, format="png")
+        return buf.getvalue()
+    finally:
+        plt.close(fig)
+
+
+def write_report(report: FidelityReport, folder: Path, stem: str = "fidelity") -> dict[str, Path]:
+    """Write ``<stem>.json``, ``<stem>.md`` and ``<stem>.png`` into an existing ``folder``.
+
+    Everything is rendered before the first file is written, and each file is written atomically.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserInputError(f"The report folder {folder} does not exist.")
+    md, png = report_markdown(report), scatter_png(report)
+    paths = {ext: folder / f"{stem}.{ext}" for ext in ("json", "md", "png")}
+    atomic_write_json(paths["json"], report.to_dict())
+    atomic_write_text(paths["md"], md)
+    atomic_write_bytes(paths["png"], png)
+    return paths

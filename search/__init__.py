@@ -1,0 +1,1 @@
+"""CAS architecture search: datasets, metrics, supernet, cost loss and the search loop (DESIGN §1)."""

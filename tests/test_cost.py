@@ -1,0 +1,126 @@
+"""The normalised cost loss (Eq. 5), its checks, the lambda controller and the budget derivation."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+import pytest
+import torch
+
+from _search_support import BASELINE, MINI19, TINY19, known_cost, make_profile, one_torch_thread  # noqa: F401
+from casprof.config import NetworkConfig
+from casprof.errors import UserInputError
+from casprof.genotype import random_cell
+from casprof.ops import CELL_TYPES, candidate_ops
+from casprof.predict import predict
+from casprof.profile import CostValue, Method
+from search.budget import LAMBDA_FLOOR, LambdaController, budget_derivation
+from search.cost import CostModel
+from search.derive import derive_genotype
+from search.supernet import edge_list
+
+ALL = ("normal", "reduce", "ms")
+
+
+def _one_hot(config, cell_type: str, pick) -> torch.Tensor:
+    ops = candidate_ops(cell_type, with_none=True)
+    w = torch.zeros(config.edges_per_cell(cell_type), len(ops), dtype=torch.float64)
+    for r, (j, i) in enumerate(edge_list(config, cell_type)):
+        w[r, ops.index(pick(j, i))] = 1.0
+    return w
+
+
+def test_cost_loss_spans_zero_to_one_over_the_simplex() -> None:
+    model = CostModel.from_profile(make_profile(), "latency_ms", MINI19, ALL)
+    cheapest = {t: _one_hot(MINI19, t, lambda j, i: "none") for t in ALL}
+    dearest = {t: _one_hot(MINI19, t, lambda j, i, t=t: candidate_ops(t)[-1]) for t in ALL}
+    assert float(model.loss(cheapest)) == pytest.approx(0.0)
+    assert float(model.loss(dearest)) == pytest.approx(1.0)
+    # S by hand: each edge spans 0 .. scale * (n_ops - 1)
+    span = sum(MINI19.edges_per_cell(t) * known_cost(t, candidate_ops(t)[-1]) / MINI19.edges_per_cell(t) for t in ALL)
+    assert model.scale == pytest.approx(span)
+
+
+def test_expected_cost_of_a_one_hot_derived_architecture_is_the_prediction() -> None:
+    profile = make_profile(TINY19)
+    rng = random.Random(1)
+    cells = {t: random_cell(t, TINY19, rng) for t in CELL_TYPES}
+    weights = {}
+    for t, cell in cells.items():
+        chosen = {(j, i): op for j, node in enumerate(cell) for op, i in node}
+        weights[t] = _one_hot(TINY19, t, lambda j, i, c=chosen: c.get((j, i), "none"))
+    genotype = derive_genotype(weights, TINY19, {})
+    assert genotype.cells() == cells
+    model = CostModel.from_profile(profile, "macs", TINY19, ALL)
+    assert BASELINE + float(model.expected_cost(weights)) == pytest.approx(predict(profile, genotype)["macs"].value)
+
+
+def test_cost_loss_gradient_pushes_towards_cheap_operations() -> None:
+    model = CostModel.from_profile(make_profile(), "latency_ms", MINI19, ("normal",))
+    alpha = torch.zeros(MINI19.edges_per_cell("normal"), 12, requires_grad=True)
+    model.loss({"normal": torch.softmax(alpha, -1)}).backward()
+    costs = model.tables["normal"][0]
+    # d/d alpha_o of sum_o c_o softmax_o at uniform = (c_o - mean c) / n / S: ordered like the costs
+    assert torch.argsort(alpha.grad[0]).tolist() == torch.argsort(costs, stable=True).tolist()
+
+
+def test_profile_for_another_network_is_refused_saying_what_differs() -> None:
+    with pytest.raises(UserInputError, match="channels"):
+        CostModel.from_profile(make_profile(MINI19), "latency_ms", NetworkConfig(num_classes=19), ALL)
+
+
+def test_unknown_or_missing_metric_is_refused() -> None:
+    with pytest.raises(UserInputError, match="Unknown metric"):
+        CostModel.from_profile(make_profile(), "fps", MINI19, ALL)
+    with pytest.raises(UserInputError, match="no 'params' costs"):
+        CostModel.from_profile(make_profile(), "params", MINI19, ALL)
+
+
+def test_estimated_profile_is_accepted_with_a_warning() -> None:
+    model = CostModel.from_profile(make_profile(method=Method.ESTIMATED), "latency_ms", MINI19, ALL)
+    assert any("estimated" in w for w in model.warnings)
+    assert not CostModel.from_profile(make_profile(), "latency_ms", MINI19, ALL).warnings
+
+
+def test_negative_measured_costs_are_used_as_they_are() -> None:
+    profile = make_profile()
+    costs = {t: dict(ops) for t, ops in profile.costs.items()}
+    costs["normal"]["max_pool_3x3"] = {m: CostValue(-0.9, source="exact") for m in profile.metrics}
+    model = CostModel.from_profile(replace(profile, costs=costs), "latency_ms", MINI19, ("normal",))
+    col = candidate_ops("normal", with_none=True).index("max_pool_3x3")
+    assert float(model.tables["normal"][0, col]) == pytest.approx(-0.9 / MINI19.edges_per_cell("normal"))
+    assert model.offset < 0
+
+
+def test_lambda_controller_moves_lambda_multiplicatively_and_round_trips() -> None:
+    c = LambdaController(target=10.0, lambda_=0.0, factor=2.0)
+    assert c.update(1, 12.0) == LAMBDA_FLOOR  # over budget from lambda 0: start at the floor
+    assert c.update(2, 12.0) == pytest.approx(2 * LAMBDA_FLOOR)
+    assert c.update(3, 9.5) == pytest.approx(2 * LAMBDA_FLOOR)  # inside the band: kept
+    assert c.update(4, 5.0) == pytest.approx(LAMBDA_FLOOR)  # far under: lowered
+    clone = LambdaController(target=1.0, lambda_=1.0)
+    clone.load_state_dict(c.state_dict())
+    assert clone == c
+
+
+def test_budget_derivation_lands_under_the_target_by_cheaper_operations() -> None:
+    profile = make_profile()
+    dearest = {t: _one_hot(MINI19, t, lambda j, i, t=t: candidate_ops(t)[-1]).float() * 0.5 + 0.5 / 12 for t in ALL}
+    free = derive_genotype(dearest, MINI19, {})
+    top = predict(profile, free)["latency_ms"].value
+    target = BASELINE + 0.6 * (top - BASELINE)
+    result = budget_derivation(dearest, MINI19, {}, profile, "latency_ms", target)
+    assert result.within_budget and result.swaps
+    assert result.cost == pytest.approx(predict(profile, result.genotype)["latency_ms"].value)
+    assert result.cost <= target
+    # the last switch lands closest under the target: no single cheaper switch of it would be closer
+    assert target - result.cost < max(s.saved for s in result.swaps)
+
+
+def test_budget_derivation_reports_an_unreachable_target() -> None:
+    profile = make_profile()
+    weights = {t: _one_hot(MINI19, t, lambda j, i, t=t: candidate_ops(t)[-1]) for t in ALL}
+    result = budget_derivation(weights, MINI19, {}, profile, "latency_ms", BASELINE - 1)
+    assert not result.within_budget
+    assert all(op == candidate_ops(t)[0] for t in ALL for node in result.genotype.cell(t) for op, _ in node)

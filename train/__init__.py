@@ -1,0 +1,1 @@
+"""Training and evaluation of a derived CAS network on semantic segmentation (``cas train``, ``cas eval``)."""
