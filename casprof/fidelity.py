@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from casprof.backends.base import Runner
+from casprof.backends.base import Runner, RunnerSpec
 from casprof.complexity import count_macs, count_params
 from casprof.devices import resolve_device
 from casprof.errors import UserInputError
@@ -58,22 +59,28 @@ class FidelitySettings:
         rounds: timed runs of every network; round r uses instance r % 2, so each instance
             gives ``rounds / 2`` samples.
         extremes: add the all-cheapest and all-most-expensive genotypes.
+        block_size: networks prepared and timed together (their rounds interleave); the blocks
+            run one after another, so only ``2 * block_size`` sessions or module copies are in
+            memory at once (64 ONNX Runtime sessions at 768x1536 do not fit in 24 GiB).
     """
 
     samples: int = 30
     seed: int = 0
     rounds: int = 6
     extremes: bool = True
+    block_size: int = 8
 
     def __post_init__(self) -> None:
         if self.samples < MIN_SAMPLES:
             raise UserInputError(f"A fidelity check needs at least {MIN_SAMPLES} random genotypes, got {self.samples}.")
         if self.rounds < 2 or self.rounds % 2:
             raise UserInputError(f"The rounds must be an even number of at least 2 (two instances), got {self.rounds}.")
+        if self.block_size < 2:
+            raise UserInputError(f"A block must hold at least 2 networks, got {self.block_size}.")
 
     def to_dict(self) -> dict[str, Any]:
         return {"samples": self.samples, "seed": self.seed, "rounds": self.rounds, "extremes": self.extremes,
-                "instances": INSTANCES}
+                "instances": INSTANCES, "block_size": self.block_size}
 
 
 @dataclass(frozen=True)
@@ -234,6 +241,22 @@ def time_networks(
     return samples
 
 
+def _measure_block(models: dict[str, torch.nn.Module], msettings: MeasureSettings, spec: RunnerSpec,
+                   settings: FidelitySettings, index: int, count: int, progress: ProgressCallback) -> dict[str, tuple[list[float], ...]]:
+    """Prepare, warm up and time one block of networks; its sessions are closed on return."""
+    where = f"block {index + 1}/{count}"
+    with ExitStack() as stack:
+        runners: dict[str, list[Runner]] = {}
+        for i, (name, model) in enumerate(models.items()):
+            progress(Progress(f"preparing networks ({where})", i, len(models), name))
+            runners[name] = open_instances(stack, model, msettings, spec)
+        for i, (name, instances) in enumerate(runners.items()):
+            progress(Progress(f"warming up ({where})", i, len(runners), name))
+            for runner in instances:
+                runner.warmup(msettings.warmup_iters, msettings.warmup_seconds)
+        return time_networks(runners, settings.rounds, settings.seed * 1000 + index, progress)
+
+
 def run_fidelity(
     profile: Profile,
     hardware: HardwareFingerprint,
@@ -260,19 +283,13 @@ def run_fidelity(
         progress(Progress("counting parameters and MACs", i, len(models), name))
         exact[name] = (float(count_macs(model, shape).total), float(count_params(model)))
     progress(Progress("counting parameters and MACs", len(models), len(models)))
-    with tempfile.TemporaryDirectory(prefix="casprof-fidelity-") as tmp, ExitStack() as stack:
+    names = list(models)
+    blocks = [names[i:i + settings.block_size] for i in range(0, len(names), settings.block_size)]
+    samples: dict[str, tuple[list[float], ...]] = {}
+    with tempfile.TemporaryDirectory(prefix="casprof-fidelity-") as tmp:
         spec = make_runner_spec(profile.network, msettings, device, Path(tmp))
-        runners: dict[str, list[Runner]] = {}
-        for i, (name, model) in enumerate(models.items()):
-            progress(Progress("preparing networks", i, len(models), name))
-            runners[name] = open_instances(stack, model, msettings, spec)
-        progress(Progress("preparing networks", len(models), len(models)))
-        for i, (name, instances) in enumerate(runners.items()):
-            progress(Progress("warming up", i, len(runners), name))
-            for runner in instances:
-                runner.warmup(msettings.warmup_iters, msettings.warmup_seconds)
-        progress(Progress("warming up", len(runners), len(runners)))
-        samples = time_networks(runners, settings.rounds, settings.seed, progress)
+        for b, block in enumerate(blocks):
+            samples.update(_measure_block({n: models[n] for n in block}, msettings, spec, settings, b, len(blocks), progress))
     uniform = dataclasses.replace(profile, edge_model=None) if profile.edge_model is not None else None
     lat = Metric.LATENCY_MS.value
     results = []

@@ -122,3 +122,18 @@ def test_fidelity_console_script_measures_and_reports(tiny_profile_path: Path, t
     assert 0 <= s["profile"]["within_5"] <= s["profile"]["within_10"] <= 1
     assert s["test_retest_pct"] >= 0
     assert (tmp_path / "fidelity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_networks_are_timed_in_blocks_that_cover_every_candidate(tiny_profile_path: Path) -> None:
+    """A block size smaller than the candidate count still measures every network, twice over."""
+    from casprof.fidelity import run_fidelity
+    from casprof.hardware import detect_hardware
+
+    with pytest.raises(Exception, match="at least 2 networks"):
+        FidelitySettings(samples=5, block_size=1)
+    p = Profile.load(tiny_profile_path)
+    settings = FidelitySettings(samples=5, seed=1, rounds=2, block_size=3)
+    report = run_fidelity(p, detect_hardware(), settings)
+    names = [c.name for c in draw_candidates(p, settings)]
+    assert [r.name for r in report.networks] == names  # 7 networks in blocks of 3, 3 and 1
+    assert all(r.first_ms > 0 and r.second_ms > 0 for r in report.networks)

@@ -11,8 +11,6 @@ from casprof.cli._app import err_console
 from casprof.cli._options import ProfileOpt, SeedOpt
 from casprof.cli._progress import stage_progress
 from casprof.errors import UserInputError
-from casprof.fidelity import FidelitySettings, check_can_measure, run_fidelity
-from casprof.fidelity_report import report_markdown, write_report
 from casprof.hardware import detect_hardware
 from casprof.profile import Profile
 
@@ -31,6 +29,9 @@ def fidelity(
     error, shares within ±5%/±10%, Kendall τ and Spearman ρ, the same for MACs and parameters
     (linearly fitted), and the measurement's own test-retest error.
     """
+    from casprof.fidelity import FidelitySettings, check_can_measure, run_fidelity  # scipy: import on use
+    from casprof.fidelity_report import report_markdown, write_report
+
     settings = FidelitySettings(samples=samples, seed=seed, rounds=rounds, extremes=extremes)
     if report is not None and not report.is_dir():
         raise UserInputError(f"The report folder {report} does not exist.")
