@@ -78,9 +78,14 @@ FULL = Plan(("latency_ms", "macs"), (0.0, 100.0, 1000.0), 60, 2, (32, 64), 4, 16
 SHORT = Plan(("latency_ms",), (0.0, 1.0), 3, 2, (32, 64), 3, 2, (32, 64))
 
 
+#: ``--cost-over``: the support of the expected cost (search.settings.CostSupport); set by main().
+COST_SUPPORT = "derivable"
+
+
 def _settings(plan: Plan, metric: str, **changes: object) -> SearchSettings:
     base = SearchSettings(profile=PROFILE, metric=metric, iters=plan.iters, batch_size=plan.batch_size, crop=plan.crop,
-                          seed=0, log_every=max(1, plan.iters // 10), checkpoint_every=plan.iters)
+                          seed=0, log_every=max(1, plan.iters // 10), checkpoint_every=plan.iters,
+                          cost_support=COST_SUPPORT)
     return base.replace(**changes)
 
 
@@ -219,7 +224,8 @@ def markdown(report: dict) -> str:
         "",
         f"- machine: CPU {report['hardware']['cpu']['model']}, fingerprint `{report['hardware_digest']}`, "
         f"{report['torch_threads']} torch threads; load average at start {report['load_average']:.2f}",
-        f"- profile: `{report['profile']}` (ONNX Runtime, 768x1536); data: synthetic; stage joint, first order, seed 0",
+        f"- profile: `{report['profile']}` (ONNX Runtime, 768x1536); data: synthetic; stage joint, first order, seed 0; "
+        f"expected cost over {report.get('cost_over', 'all')} operations",
         f"- searches: {plan['iters']} iterations, batch {plan['batch_size']}, crop {plan['crop'][0]}x{plan['crop'][1]}",
         "- predicted cost = the profile's prediction for the derived network (`casprof predict`), not a measurement;",
         "  val mIoU = the supernet's on a few search_val batches at the end of the search",
@@ -274,6 +280,8 @@ def markdown(report: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--short", action="store_true", help="smoke run: a few iterations; writes nothing")
+    parser.add_argument("--cost-over", choices=["derivable", "all"], default="derivable",
+                        help="support of the expected cost (search --cost-over); a non-default value is in the file names")
     parser.add_argument("--keep-runs", type=Path, default=None, help="keep the run folders in this (new) folder")
     parser.add_argument("--throughput-child", nargs=4, metavar=("ITERS", "BATCH", "CROP", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -285,6 +293,8 @@ def main() -> None:
 
     import torch
 
+    global COST_SUPPORT
+    COST_SUPPORT = args.cost_over
     plan = SHORT if args.short else FULL
     load = os.getloadavg()[0]
     if load > 0.5:
@@ -305,7 +315,9 @@ def main() -> None:
     report = {
         "benchmark": "search_cpu",
         "short": args.short,
-        "command": "python benchmarks/search_cpu.py" + (" --short" if args.short else ""),
+        "command": "python benchmarks/search_cpu.py" + (" --short" if args.short else "")
+        + ("" if args.cost_over == "derivable" else f" --cost-over {args.cost_over}"),
+        "cost_over": args.cost_over,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "profile": str(PROFILE.relative_to(ROOT)),
         "hardware": hw.to_dict(),
@@ -320,11 +332,12 @@ def main() -> None:
     md = markdown(report)
     if not args.short:
         RESULTS.mkdir(exist_ok=True)
-        stem = RESULTS / f"search_cpu_{report['hardware_digest']}"
+        suffix = "" if args.cost_over == "derivable" else f"_cost-over-{args.cost_over}"
+        stem = RESULTS / f"search_cpu_{report['hardware_digest']}{suffix}"
         atomic_write_json(stem.with_suffix(".json"), report)
         atomic_write_text(stem.with_suffix(".md"), md)
         for metric, png in pngs.items():
-            atomic_write_bytes(RESULTS / f"search_cpu_{metric}_{report['hardware_digest']}.png", png)
+            atomic_write_bytes(RESULTS / f"search_cpu_{metric}_{report['hardware_digest']}{suffix}.png", png)
     print(md)
 
 

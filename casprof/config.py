@@ -152,13 +152,17 @@ DEFAULT_CONFIG = NetworkConfig()
 DEFAULT_RESOLUTION: tuple[int, int] = (768, 1536)
 
 
-def parse_resolution(text: str, config: NetworkConfig = DEFAULT_CONFIG) -> tuple[int, int]:
-    """Parse ``HxW`` (e.g. ``768x1536``) and check the network can take it."""
+def parse_size(text: str, what: str = "resolution", example: str = "768x1536") -> tuple[int, int]:
+    """Parse ``HxW`` (``x`` or ``×``) into two integers; ``what`` names the value in the message."""
     parts = str(text).lower().replace("×", "x").split("x")
     try:
         if len(parts) != 2:
             raise ValueError
-        h, w = int(parts[0]), int(parts[1])
+        return int(parts[0]), int(parts[1])
     except ValueError:
-        raise UserInputError(f"The resolution {text!r} is not of the form HxW, e.g. 768x1536.") from None
-    return config.check_resolution(h, w)
+        raise UserInputError(f"The {what} {text!r} is not of the form HxW, e.g. {example}.") from None
+
+
+def parse_resolution(text: str, config: NetworkConfig = DEFAULT_CONFIG) -> tuple[int, int]:
+    """Parse ``HxW`` (e.g. ``768x1536``) and check the network can take it."""
+    return config.check_resolution(*parse_size(text))

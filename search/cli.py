@@ -19,9 +19,10 @@ from rich.text import Text
 
 from casprof.cli._app import err_console, make_app
 from casprof.cli._options import ProfileOpt, SeedOpt
+from casprof.config import parse_size
 from casprof.errors import UserInputError
 from casprof.profile import Metric
-from search.settings import DEFAULT_ARCH_LR, DEFAULT_LAMBDA, ArchOrder, SearchSettings, Stage
+from search.settings import DEFAULT_ARCH_LR, DEFAULT_LAMBDA, ArchOrder, CostSupport, SearchSettings, Stage
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -60,6 +61,10 @@ ItersOpt = Annotated[int, typer.Option("--iters", help="Search iterations (paper
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per batch, over all torchrun ranks (paper: 16).")]
 CropOpt = Annotated[str, typer.Option("--crop", help="Training crop HxW, divisible by the network's total stride.")]
 OrderOpt = Annotated[ArchOrder, typer.Option("--order", help="Architecture gradient: first order, or second (unrolled, Eq. 7).")]
+CostSupportOpt = Annotated[
+    CostSupport,
+    typer.Option("--cost-over", help="Expected cost over the derivable operations (default) or all incl. none (Eq. 5 literally)."),
+]
 ArchLrOpt = Annotated[float, typer.Option("--arch-lr", help="Adam learning rate of the architecture weights.")]
 LrOpt = Annotated[float, typer.Option("--lr", help="SGD learning rate of the weights (poly decay, power 0.9).")]
 CheckpointOpt = Annotated[int, typer.Option("--checkpoint-every", help="Iterations between checkpoints.")]
@@ -114,13 +119,7 @@ def parse_lambda(text: str) -> float:
 
 def parse_crop(text: str) -> tuple[int, int]:
     """Parse ``HxW`` (the network's stride is checked by the search, which knows the network)."""
-    parts = str(text).lower().replace("×", "x").split("x")
-    try:
-        if len(parts) != 2:
-            raise ValueError
-        h, w = int(parts[0]), int(parts[1])
-    except ValueError:
-        raise UserInputError(f"The crop {text!r} is not of the form HxW, e.g. 128x256.") from None
+    h, w = parse_size(text, "crop", "128x256")
     if h <= 0 or w <= 0:
         raise UserInputError(f"The crop {text!r} must have a positive height and width.")
     return h, w
@@ -145,6 +144,7 @@ def settings_from_options(params: Mapping[str, Any], lambda_: float) -> SearchSe
         crop=parse_crop(params["crop"]),
         seed=params["seed"],
         order=params["order"],
+        cost_support=params["cost_over"],
         arch_lr=params["arch_lr"],
         lr=params["lr"],
         checkpoint_every=params["checkpoint_every"],
@@ -231,6 +231,7 @@ def search(
     crop: CropOpt = f"{_DEFAULTS.crop[0]}x{_DEFAULTS.crop[1]}",
     seed: SeedOpt = _DEFAULTS.seed,
     order: OrderOpt = _DEFAULTS.order,
+    cost_over: CostSupportOpt = _DEFAULTS.cost_support,
     arch_lr: ArchLrOpt = DEFAULT_ARCH_LR,
     lr: LrOpt = _DEFAULTS.lr,
     checkpoint_every: CheckpointOpt = _DEFAULTS.checkpoint_every,
@@ -291,6 +292,7 @@ def sweep(
     crop: CropOpt = f"{_DEFAULTS.crop[0]}x{_DEFAULTS.crop[1]}",
     seed: SeedOpt = _DEFAULTS.seed,
     order: OrderOpt = _DEFAULTS.order,
+    cost_over: CostSupportOpt = _DEFAULTS.cost_support,
     arch_lr: ArchLrOpt = DEFAULT_ARCH_LR,
     lr: LrOpt = _DEFAULTS.lr,
     checkpoint_every: CheckpointOpt = _DEFAULTS.checkpoint_every,

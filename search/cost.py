@@ -17,6 +17,18 @@ weights, and ``C_min = sum_e min_o c``. The loss is
 which is dimensionless and lies in [0, 1] (0: every edge on its cheapest operation, 1: every
 edge on its dearest). Subtracting the constant ``C_min`` does not change the gradient of
 Eq. 6. Measured costs below zero (noise around a free operation) are used as they are.
+
+Which mixing weights the expectation takes (:class:`CostSupport`):
+
+- ``all`` is Eq. 5 to the letter: every operation including ``none`` (cost 0). A large lambda
+  then pushes the weight of every edge onto ``none``, which the derivation excludes, so the
+  operation that is finally derived on an edge is decided by small differences between the
+  others: measured on the CPU profile, lambda 1000 derived a dearer network than lambda 100.
+- ``derivable`` (the default) takes the expectation over the operations a derived network can
+  use, ``softmax(alpha)`` renormalised without ``none``: the cost term moves weight between
+  derivable operations, towards the ones the derivation will pick, and leaves ``none`` (which
+  decides which edges a node keeps) to the validation loss. ``C_min`` and ``S`` are then taken
+  over the derivable operations. An edge whose whole weight is on ``none`` costs nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +43,7 @@ from casprof.errors import UserInputError
 from casprof.ops import candidate_ops
 from casprof.predict import edge_cost
 from casprof.profile import Method, Metric, Profile
+from search.settings import CostSupport
 from search.supernet import edge_list
 
 
@@ -60,9 +73,17 @@ class CostModel:
     scale: float
     offset: float
     warnings: tuple[str, ...] = ()
+    support: CostSupport = CostSupport.DERIVABLE
 
     @classmethod
-    def from_profile(cls, profile: Profile, metric: str, config: NetworkConfig, searched: tuple[str, ...]) -> CostModel:
+    def from_profile(
+        cls,
+        profile: Profile,
+        metric: str,
+        config: NetworkConfig,
+        searched: tuple[str, ...],
+        support: CostSupport | str = CostSupport.DERIVABLE,
+    ) -> CostModel:
         """Refuses (UserInputError) a profile for another network or without ``metric``."""
         profile.require_network(config)
         unit = check_metric(profile, metric)
@@ -77,19 +98,26 @@ class CostModel:
                 for j, i in edge_list(config, t)
             ]
             tables[t] = torch.tensor(rows, dtype=torch.float64)
-        span = sum(float((tab.max(dim=1).values - tab.min(dim=1).values).sum()) for tab in tables.values())
-        offset = sum(float(tab.min(dim=1).values.sum()) for tab in tables.values())
+        support = CostSupport(support)
+        first = 1 if support is CostSupport.DERIVABLE else 0  # column 0 is `none`
+        span = sum(float((tab[:, first:].max(dim=1).values - tab[:, first:].min(dim=1).values).sum()) for tab in tables.values())
+        offset = sum(float(tab[:, first:].min(dim=1).values.sum()) for tab in tables.values())
         if not span > 0 or not math.isfinite(span):
             warnings.append(f"Every searched operation has the same {metric} cost; the cost loss is constant.")
             span = 1.0
-        return cls(metric, unit, tables, span, offset, tuple(warnings))
+        return cls(metric, unit, tables, span, offset, tuple(warnings), support)
 
     def expected_cost(self, weights: dict[str, torch.Tensor]) -> torch.Tensor:
         """C(alpha) of the searched cells, in the metric's unit (differentiable)."""
         total = None
         for t, tab in self.tables.items():
             w = weights[t]
-            part = (tab.to(device=w.device, dtype=w.dtype) * w).sum()
+            tab = tab.to(device=w.device, dtype=w.dtype)
+            if self.support is CostSupport.DERIVABLE:
+                derivable = w[:, 1:]
+                w = derivable / derivable.sum(dim=1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
+                tab = tab[:, 1:]
+            part = (tab * w).sum()
             total = part if total is None else total + part
         assert total is not None
         return total

@@ -116,7 +116,7 @@ def prepare(settings: SearchSettings, dist: DistContext | None = None) -> Search
     world = dist.world_size if dist is not None else 1
     if settings.batch_size % world:
         raise UserInputError(f"The batch size {settings.batch_size} is not divisible by the {world} processes.")
-    cost = CostModel.from_profile(profile, settings.metric, config, settings.searched_cell_types)
+    cost = CostModel.from_profile(profile, settings.metric, config, settings.searched_cell_types, settings.cost_support)
     device = dist.device if dist is not None else torch_device(settings.device)
     return SearchSetup(settings, profile, config, fixed, cost, unit, device, cost.warnings)
 

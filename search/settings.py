@@ -49,6 +49,17 @@ class Stage(str, enum.Enum):
         return {"backbone": ("normal", "reduce"), "ms": ("ms",), "joint": ("normal", "reduce", "ms")}[self.value]
 
 
+class CostSupport(str, enum.Enum):
+    """The operations the expected cost of an edge is taken over (see :mod:`search.cost`).
+
+    ``derivable`` (default): softmax(alpha) renormalised without ``none``; ``all``: Eq. 5 to the
+    letter, ``none`` included at cost 0.
+    """
+
+    DERIVABLE = "derivable"
+    ALL = "all"
+
+
 class ArchOrder(str, enum.Enum):
     """First-order (xi = 0) or second-order (unrolled, Eq. 7) architecture gradient."""
 
@@ -79,6 +90,7 @@ class SearchSettings:
     flip: bool = True
     seed: int = 0
     order: ArchOrder = ArchOrder.FIRST
+    cost_support: CostSupport = CostSupport.DERIVABLE
     # weights (paper §4.3)
     lr: float = 0.005
     lr_power: float = 0.9
@@ -108,6 +120,7 @@ class SearchSettings:
                 object.__setattr__(self, name, Path(value))
         object.__setattr__(self, "stage", _enum(Stage, self.stage, "stage"))
         object.__setattr__(self, "order", _enum(ArchOrder, self.order, "order"))
+        object.__setattr__(self, "cost_support", _enum(CostSupport, self.cost_support, "cost support"))
         for name in ("crop", "scale", "arch_betas"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         self._check()

@@ -51,3 +51,13 @@ def tiny_profile_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     settings = MeasureSettings(backend="torch", resolution=TINY_RES, threads=1, rounds=3, warmup_iters=1)
     run_measurement(TINY, settings, resolve_device("cpu", hw), hw, out=out)
     return out
+
+
+def as_schema_1(profile_path: Path, folder: Path) -> Path:
+    """A version-1 copy of a schema-2 profile (no edge model): the uniform-share model of older files."""
+    raw = json.loads(profile_path.read_text())
+    raw["schema_version"] = 1
+    del raw["edge_model"]
+    old = folder / "v1.json"
+    old.write_text(json.dumps(raw))
+    return old

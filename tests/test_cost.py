@@ -32,7 +32,7 @@ def _one_hot(config, cell_type: str, pick) -> torch.Tensor:
 
 
 def test_cost_loss_spans_zero_to_one_over_the_simplex() -> None:
-    model = CostModel.from_profile(make_profile(), "latency_ms", MINI19, ALL)
+    model = CostModel.from_profile(make_profile(), "latency_ms", MINI19, ALL, "all")
     cheapest = {t: _one_hot(MINI19, t, lambda j, i: "none") for t in ALL}
     dearest = {t: _one_hot(MINI19, t, lambda j, i, t=t: candidate_ops(t)[-1]) for t in ALL}
     assert float(model.loss(cheapest)) == pytest.approx(0.0)
@@ -40,6 +40,26 @@ def test_cost_loss_spans_zero_to_one_over_the_simplex() -> None:
     # S by hand: each edge spans 0 .. scale * (n_ops - 1)
     span = sum(MINI19.edges_per_cell(t) * known_cost(t, candidate_ops(t)[-1]) / MINI19.edges_per_cell(t) for t in ALL)
     assert model.scale == pytest.approx(span)
+
+
+def test_derivable_cost_ignores_none_and_spans_the_derivable_operations() -> None:
+    """The default support: cheapest to dearest derivable operation is 0 to 1; weight on none changes nothing."""
+    model = CostModel.from_profile(make_profile(), "latency_ms", MINI19, ALL)
+    assert model.support.value == "derivable"
+    cheapest = {t: _one_hot(MINI19, t, lambda j, i, t=t: candidate_ops(t)[0]) for t in ALL}
+    dearest = {t: _one_hot(MINI19, t, lambda j, i, t=t: candidate_ops(t)[-1]) for t in ALL}
+    assert float(model.loss(cheapest)) == pytest.approx(0.0)
+    assert float(model.loss(dearest)) == pytest.approx(1.0)
+    half_none = {t: 0.5 * w + 0.5 * _one_hot(MINI19, t, lambda j, i: "none") for t, w in dearest.items()}
+    assert float(model.loss(half_none)) == pytest.approx(1.0)
+    alpha = torch.zeros(MINI19.edges_per_cell("normal"), len(candidate_ops("normal", with_none=True)), dtype=torch.float64, requires_grad=True)
+    only_normal = CostModel.from_profile(make_profile(), "latency_ms", MINI19, ("normal",))
+    only_normal.loss({"normal": torch.softmax(alpha, -1)}).backward()
+    assert torch.allclose(alpha.grad[:, 0], torch.zeros_like(alpha.grad[:, 0]), atol=1e-12)  # none's weight is left to the validation loss
+    everything = CostModel.from_profile(make_profile(), "latency_ms", MINI19, ("normal",), "all")
+    alpha.grad = None
+    everything.loss({"normal": torch.softmax(alpha, -1)}).backward()
+    assert bool((alpha.grad[:, 0] < 0).all())  # Eq. 5 literally: none is pushed up by the cost term
 
 
 def test_expected_cost_of_a_one_hot_derived_architecture_is_the_prediction() -> None:
@@ -56,13 +76,15 @@ def test_expected_cost_of_a_one_hot_derived_architecture_is_the_prediction() -> 
     assert BASELINE + float(model.expected_cost(weights)) == pytest.approx(predict(profile, genotype)["macs"].value)
 
 
-def test_cost_loss_gradient_pushes_towards_cheap_operations() -> None:
-    model = CostModel.from_profile(make_profile(), "latency_ms", MINI19, ("normal",))
+@pytest.mark.parametrize("support", ["all", "derivable"])
+def test_cost_loss_gradient_pushes_towards_cheap_operations(support: str) -> None:
+    model = CostModel.from_profile(make_profile(), "latency_ms", MINI19, ("normal",), support)
     alpha = torch.zeros(MINI19.edges_per_cell("normal"), 12, requires_grad=True)
     model.loss({"normal": torch.softmax(alpha, -1)}).backward()
     costs = model.tables["normal"][0]
     # d/d alpha_o of sum_o c_o softmax_o at uniform = (c_o - mean c) / n / S: ordered like the costs
-    assert torch.argsort(alpha.grad[0]).tolist() == torch.argsort(costs, stable=True).tolist()
+    first = 0 if support == "all" else 1  # derivable: none (column 0) gets no cost gradient
+    assert torch.argsort(alpha.grad[0, first:]).tolist() == torch.argsort(costs[first:], stable=True).tolist()
 
 
 def test_profile_for_another_network_is_refused_saying_what_differs() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from casprof.network import CASNetwork
 from casprof.predict import edge_cost, predict
 from casprof.probes import Probe, Variant, build_probe, edge_model_probes, measurement_blocks
 from casprof.profile import Profile
-from tests.conftest import MINI, TINY, TINY_RES
+from tests.conftest import MINI, TINY, TINY_RES, as_schema_1
 
 
 def test_edge_model_probes_keep_every_input_and_node_in_use() -> None:
@@ -62,12 +61,7 @@ def test_reduction_input_edges_differ_from_inner_edges(tiny_profile_path: Path) 
 
 
 def test_version_1_profiles_load_and_use_the_uniform_share(tiny_profile_path: Path, tmp_path: Path) -> None:
-    raw = json.loads(tiny_profile_path.read_text())
-    raw["schema_version"] = 1
-    del raw["edge_model"]
-    old = tmp_path / "v1.json"
-    old.write_text(json.dumps(raw))
-    p = Profile.load(old)
+    p = Profile.load(as_schema_1(tiny_profile_path, tmp_path))
     assert p.edge_model is None
     conv = uniform_genotype({"normal": "conv_3x3", "reduce": "identity", "ms": "identity"}, TINY)
     lat = p.cost("normal", "conv_3x3", "latency_ms").value

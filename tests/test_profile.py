@@ -17,7 +17,7 @@ from casprof.ops import CELL_TYPES, candidate_ops
 from casprof.predict import predict
 from casprof.probes import BASELINE, Probe, build_probe
 from casprof.profile import PROFILE_SCHEMA_VERSION, Method, Profile
-from tests.conftest import TINY
+from tests.conftest import TINY, as_schema_1
 
 
 def test_measured_profile_contents(tiny_profile_path: Path) -> None:
@@ -112,12 +112,7 @@ def test_unreadable_profiles(tiny_profile_path: Path, tmp_path: Path) -> None:
 
 def test_prediction_is_baseline_plus_edge_shares(tiny_profile_path: Path, tmp_path: Path) -> None:
     """A version-1 profile (no edge model) predicts c'_id plus the uniform shares c_o / E."""
-    raw = json.loads(tiny_profile_path.read_text())
-    raw["schema_version"] = 1
-    del raw["edge_model"]
-    old = tmp_path / "v1.json"
-    old.write_text(json.dumps(raw))
-    p = Profile.load(old)
+    p = Profile.load(as_schema_1(tiny_profile_path, tmp_path))
     ident = uniform_genotype({"normal": "identity", "reduce": "identity", "ms": "identity"}, TINY)
     conv = uniform_genotype({"normal": "conv_3x3", "reduce": "identity", "ms": "identity"}, TINY)
     pi, pc = predict(p, ident), predict(p, conv)
