@@ -21,6 +21,7 @@ from typing import Any
 
 from casprof._io import check_schema_version
 from casprof.errors import UserInputError
+from search.data.info import parse_dataset_name
 
 SETTINGS_SCHEMA_VERSION = 1
 
@@ -92,12 +93,6 @@ class Cadence:
             raise UserInputError(f"The evaluation limit must be at least 1, got {self.eval_limit}.")
 
 
-def _dataset_name(name: str) -> str:
-    if name not in DEFAULT_CROPS:
-        raise UserInputError(f"Unknown dataset {name!r}; known: {', '.join(DEFAULT_CROPS)}.")
-    return name
-
-
 def _path_or_none(value: Any) -> Path | None:
     """An absolute path (so a run resumed from another folder compares equal), or None."""
     return None if value is None else Path(value).expanduser().absolute()
@@ -126,7 +121,7 @@ class TrainSettings:
     RESUMABLE_CHANGES = ("genotype", "cadence", "num_workers", "device", "eval_resolution")
 
     def __post_init__(self) -> None:
-        _dataset_name(self.dataset)
+        object.__setattr__(self, "dataset", parse_dataset_name(self.dataset).value)
         object.__setattr__(self, "genotype", Path(self.genotype))
         object.__setattr__(self, "data_root", _path_or_none(self.data_root))
         object.__setattr__(self, "init_backbone", _path_or_none(self.init_backbone))
@@ -204,7 +199,7 @@ class EvalSettings:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        _dataset_name(self.dataset)
+        object.__setattr__(self, "dataset", parse_dataset_name(self.dataset).value)
         object.__setattr__(self, "genotype", Path(self.genotype))
         object.__setattr__(self, "weights", Path(self.weights))
         object.__setattr__(self, "data_root", _path_or_none(self.data_root))
