@@ -14,6 +14,7 @@ Writes ``benchmarks/results/profile_cpu_<backend>_<digest>.{json,md}`` and print
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import tempfile
 import time
@@ -39,13 +40,22 @@ def repeatability(a: Profile, b: Profile) -> dict:
     for (t, op, ca), (_, _, cb) in zip(iter_costs(a, "latency_ms"), iter_costs(b, "latency_ms")):
         if ca.measurement is None:
             continue
-        half = max((ca.interval[1] - ca.interval[0]) / 2, (cb.interval[1] - cb.interval[0]) / 2)
-        tol = max(REL_TOLERANCE * base, half)
+        half_a, half_b = (ca.interval[1] - ca.interval[0]) / 2, (cb.interval[1] - cb.interval[0]) / 2
+        tol = max(REL_TOLERANCE * base, half_a, half_b)
         delta = abs(ca.value - cb.value)
         rows.append({"cell_type": t, "op": op, "a_ms": ca.value, "b_ms": cb.value, "abs_diff_ms": delta,
-                     "tolerance_ms": tol, "ratio_to_tolerance": delta / tol, "ok": delta <= tol})
+                     "tolerance_ms": tol, "ratio_to_tolerance": delta / tol, "ok": delta <= tol,
+                     "p_outside_by_noise": chance_outside(tol, half_a, half_b)})
     worst = max(rows, key=lambda r: r["ratio_to_tolerance"])
-    return {"baseline_ms": base, "rows": rows, "worst": worst, "all_ok": all(r["ok"] for r in rows)}
+    return {"baseline_ms": base, "rows": rows, "worst": worst, "all_ok": all(r["ok"] for r in rows),
+            "expected_outside_by_noise": sum(r["p_outside_by_noise"] for r in rows)}
+
+
+def chance_outside(tol: float, half_a: float, half_b: float) -> float:
+    """P(|c_o A - c_o B| > tol) from sampling noise alone: each profile's c_o normal with the
+    standard error its 95 % interval implies (half-width / 1.96), the two independent."""
+    sd = math.hypot(half_a, half_b) / 1.96
+    return math.erfc(tol / (sd * math.sqrt(2))) if sd > 0 else 0.0
 
 
 def markdown(report: dict) -> str:
@@ -57,7 +67,9 @@ def markdown(report: dict) -> str:
         "",
         f"- machine: CPU {hw['cpu']['model']}, {hw['cpu']['logical_cores']} logical cores, fingerprint `{report['hardware_digest']}`",
         f"- backend: {report['backend']} {report['backend_version']}, fp32, {report['threads']} threads, "
-        f"{report['rounds']} rounds, resolution {report['resolution'][0]}x{report['resolution'][1]}",
+        f"{report['rounds']} rounds, resolution {report['resolution'][0]}x{report['resolution'][1]}; "
+        f"{report.get('instances', 2)} instances of every probe, {report.get('baseline_instances', 2)} of the baseline "
+        f"(rotated bracket by bracket); intra-op thread pool: {report.get('thread_pool', 'per session, no spinning')}",
         f"- command: `{report['command']}`",
         f"- date: {report['date']}",
         "",
@@ -73,6 +85,8 @@ def markdown(report: dict) -> str:
         f"= {w['ratio_to_tolerance']:.2f}× tolerance ({w['tolerance_ms']:.2f} ms) | ≤ 1× | {'yes' if w['ok'] else 'no'} |",
         f"| operations within tolerance | {sum(r['ok'] for r in rep['rows'])}/{len(rep['rows'])} | all | "
         f"{'yes' if rep['all_ok'] else 'no'} |",
+        f"| operations expected outside from sampling noise alone | {rep['expected_outside_by_noise']:.1f} "
+        "(each c_o normal with the standard error of its 95 % interval) | | |",
         "",
         "| cell | operation | c_o A (ms) | c_o B (ms) | abs diff | tolerance | ok |",
         "| --- | --- | ---: | ---: | ---: | ---: | --- |",
@@ -87,13 +101,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", default="onnxruntime", choices=[b.value for b in Backend if b is not Backend.TENSORRT])
     parser.add_argument("--rounds", type=int, default=12)
-    parser.add_argument("--keep-dir", type=Path, default=None, help="copy the first profile here (e.g. profiles/)")
+    parser.add_argument("--ort-shared-pool", action="store_true", help="casprof measure --ort-shared-pool")
+    parser.add_argument("--keep-dir", type=Path, default=None,
+                        help="copy the first profile here (e.g. profiles/), and the second beside it as *-repeat.json")
     args = parser.parse_args()
 
     hw = detect_hardware()
     device = resolve_device("cpu", hw)
     settings = MeasureSettings(backend=args.backend, resolution=DEFAULT_RESOLUTION, threads=hw.cpu.affinity or hw.cpu.logical_cores,
-                               rounds=args.rounds)
+                               rounds=args.rounds, ort_shared_pool=args.ort_shared_pool)
     profiles, seconds = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(2):
@@ -102,9 +118,9 @@ def main() -> None:
             profiles.append(run_measurement(DEFAULT_CONFIG, settings, device, hw, out=out))
             seconds.append(time.perf_counter() - start)
             print(f"profile {i + 1}: {seconds[-1]:.0f} s", flush=True)
-            if i == 0 and args.keep_dir is not None:
+            if args.keep_dir is not None:
                 h, w = settings.resolution
-                name = f"cpu-{hw.digest()[:8]}-{args.backend}-fp32-{h}x{w}.json"
+                name = f"cpu-{hw.digest()[:8]}-{args.backend}-fp32-{h}x{w}{'' if i == 0 else '-repeat'}.json"
                 shutil.copy(out, args.keep_dir / name)
     report = {
         "benchmark": "profile_cpu",
@@ -112,11 +128,15 @@ def main() -> None:
         "backend_version": profiles[0].backend.version,
         "threads": settings.threads,
         "rounds": settings.rounds,
+        "instances": settings.instances,
+        "baseline_instances": settings.baseline_instances,
+        "thread_pool": profiles[0].backend.details.get("intra_op_thread_pool", "per session"),
         "resolution": list(settings.resolution),
         "hardware": hw.to_dict(),
         "hardware_digest": hw.digest(),
         "date": profiles[0].created,
-        "command": f"python benchmarks/profile_cpu.py --backend {args.backend} --rounds {args.rounds}",
+        "command": f"python benchmarks/profile_cpu.py --backend {args.backend} --rounds {args.rounds}"
+                   + (" --ort-shared-pool" if args.ort_shared_pool else ""),
         "seconds": seconds,
         "repeatability": repeatability(*profiles),
     }

@@ -3,12 +3,21 @@
 Draws random valid genotypes for the profile's network plus two extremes (every edge the
 cheapest operation of its cell type, every edge the most expensive, by the profile's latency
 c_o), builds each derived network (eval mode) and times it on the profile's own device, backend,
-precision, resolution and thread count. The timing reuses the profile protocol's runners: every
-network has two independent instances (two ONNX Runtime sessions, two PyTorch module copies), and
-in every round all networks run once in a freshly shuffled order, round r on instance r % 2, so
-drift of the machine hits all networks alike. The medians of the two instances are two
-independent measurements m1, m2 of a network (their disagreement is the test-retest error);
-the median of all its samples is the measured latency the prediction is compared with.
+precision, resolution and thread count. The timing follows the profile's protocol
+(:mod:`casprof.measure`): every network has two independent instances (two ONNX Runtime
+sessions, two PyTorch module copies); in every round all networks of a block run once in a
+freshly shuffled order, round r on instance r % 2, each run bracketed by runs of the profile's
+baseline network (the all-identity probe, rotating through several instances).
+
+A network's measured latency is *anchored*: the median over rounds of (its time minus the mean of
+its two bracketing baseline runs), plus the profile's c'_id. This is how the profile measured its
+c_o, so the check compares like with like, and a change of the machine's speed between the
+profile and the check, or between blocks of the check, cancels (measured on the 2-core CI
+machine: one block of 8 networks ran 7-15 % slower than the same networks in an earlier check,
+which made the raw comparison a measurement of the machine, not of the profile). That change is
+reported on its own: the baseline's median now against c'_id, and the raw comparison (median of
+the absolute times) beside the anchored one. The medians of the two instances are two
+independent measurements m1, m2 of a network (their disagreement is the test-retest error).
 
 MACs and parameter counts are compared beside the profile, each fitted linearly to the
 measurements (see :mod:`casprof.fidelity_metrics`).
@@ -38,6 +47,7 @@ from casprof.genotype import Genotype, random_genotype, uniform_genotype
 from casprof.hardware import HardwareFingerprint
 from casprof.measure import MeasureSettings, Progress, ProgressCallback, make_runner_spec, open_instances
 from casprof.network import CASNetwork
+from casprof.probes import BASELINE, build_probe
 from casprof.ops import CELL_TYPES, candidate_ops
 from casprof.predict import predict
 from casprof.profile import Method, Metric, Profile
@@ -62,6 +72,8 @@ class FidelitySettings:
         block_size: networks prepared and timed together (their rounds interleave); the blocks
             run one after another, so only ``2 * block_size`` sessions or module copies are in
             memory at once (64 ONNX Runtime sessions at 768x1536 do not fit in 24 GiB).
+        baseline_instances: instances of the baseline network in each block, rotated bracket
+            by bracket (see :class:`casprof.measure.MeasureSettings`).
     """
 
     samples: int = 30
@@ -69,6 +81,7 @@ class FidelitySettings:
     rounds: int = 6
     extremes: bool = True
     block_size: int = 8
+    baseline_instances: int = 4
 
     def __post_init__(self) -> None:
         if self.samples < MIN_SAMPLES:
@@ -77,10 +90,14 @@ class FidelitySettings:
             raise UserInputError(f"The rounds must be an even number of at least 2 (two instances), got {self.rounds}.")
         if self.block_size < 2:
             raise UserInputError(f"A block must hold at least 2 networks, got {self.block_size}.")
+        if self.baseline_instances < 1:
+            raise UserInputError(f"At least one baseline instance is needed, got {self.baseline_instances}.")
 
     def to_dict(self) -> dict[str, Any]:
         return {"samples": self.samples, "seed": self.seed, "rounds": self.rounds, "extremes": self.extremes,
-                "instances": INSTANCES, "block_size": self.block_size}
+                "instances": INSTANCES, "block_size": self.block_size, "baseline_instances": self.baseline_instances,
+                "measured": "anchored: c'_id of the profile + median over rounds of (network time - mean of the two "
+                            "baseline runs that bracket it); raw: median of the network's times"}
 
 
 @dataclass(frozen=True)
@@ -111,7 +128,13 @@ def draw_candidates(profile: Profile, settings: FidelitySettings) -> list[Candid
 
 @dataclass(frozen=True)
 class NetworkResult:
-    """One derived network: prediction, the two instances' medians, proxies."""
+    """One derived network: prediction, anchored and raw measurements, proxies.
+
+    ``measured_ms``, ``first_ms`` and ``second_ms`` are anchored (see the module docstring):
+    c'_id plus the median paired difference, over all rounds and per instance. ``raw_*`` are
+    the medians of the absolute times; ``samples_ms`` the absolute times per instance and
+    ``brackets_ms`` the mean of the two baseline runs around each of them.
+    """
 
     name: str
     genotype: dict[str, Any]
@@ -123,6 +146,10 @@ class NetworkResult:
     macs: float
     params: float
     uniform_ms: float | None = None
+    brackets_ms: tuple[tuple[float, ...], tuple[float, ...]] = ((), ())
+    raw_ms: float | None = None
+    raw_first_ms: float | None = None
+    raw_second_ms: float | None = None
 
     @property
     def error_pct(self) -> float:
@@ -136,12 +163,39 @@ class NetworkResult:
             "error_pct": self.error_pct,
             "first_ms": self.first_ms,
             "second_ms": self.second_ms,
+            "raw_ms": self.raw_ms,
+            "raw_first_ms": self.raw_first_ms,
+            "raw_second_ms": self.raw_second_ms,
             "macs": self.macs,
             "params": self.params,
             "uniform_share_predicted_ms": self.uniform_ms,
             "samples_ms": [list(s) for s in self.samples_ms],
+            "brackets_ms": [list(s) for s in self.brackets_ms],
             "genotype": self.genotype,
         }
+
+
+def network_result(candidate: Candidate, predicted: float, uniform: float | None, baseline_ms: float,
+                   times: tuple[list[float], ...], brackets: tuple[list[float], ...], exact: tuple[float, float]) -> NetworkResult:
+    """Anchored and raw figures of one network from its per-instance times and brackets."""
+    diffs = [[t - b for t, b in zip(ts, bs)] for ts, bs in zip(times, brackets)]
+    first, second = times
+    return NetworkResult(
+        name=candidate.name,
+        genotype=candidate.genotype.to_dict(),
+        predicted_ms=predicted,
+        uniform_ms=uniform,
+        first_ms=baseline_ms + float(np.median(diffs[0])),
+        second_ms=baseline_ms + float(np.median(diffs[1])),
+        measured_ms=baseline_ms + float(np.median(diffs[0] + diffs[1])),
+        samples_ms=(tuple(first), tuple(second)),
+        brackets_ms=(tuple(brackets[0]), tuple(brackets[1])),
+        raw_ms=float(np.median(first + second)),
+        raw_first_ms=float(np.median(first)),
+        raw_second_ms=float(np.median(second)),
+        macs=exact[0],
+        params=exact[1],
+    )
 
 
 @dataclass(frozen=True)
@@ -160,7 +214,18 @@ class FidelityReport:
     retest_pct: float
     seconds: float
     uniform_agreement: Agreement | None = None
+    raw_agreement: Agreement | None = None
+    raw_retest_pct: float | None = None
+    baseline_profile_ms: float | None = None
+    baseline_now_ms: float | None = None
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+
+    @property
+    def baseline_drift_pct(self) -> float | None:
+        """How much slower (+) the baseline network runs now than in the profile."""
+        if self.baseline_now_ms is None or not self.baseline_profile_ms:
+            return None
+        return 100.0 * (self.baseline_now_ms / self.baseline_profile_ms - 1)
 
     @property
     def mape_to_retest(self) -> float | None:
@@ -182,6 +247,10 @@ class FidelityReport:
                 "uniform_share": None if self.uniform_agreement is None else self.uniform_agreement.to_dict(),
                 "test_retest_pct": self.retest_pct,
                 "mape_to_test_retest": self.mape_to_retest,
+                "raw": None if self.raw_agreement is None else {**self.raw_agreement.to_dict(), "test_retest_pct": self.raw_retest_pct},
+                "baseline_profile_ms": self.baseline_profile_ms,
+                "baseline_now_ms": self.baseline_now_ms,
+                "baseline_drift_pct": self.baseline_drift_pct,
             },
             "networks": [n.to_dict() for n in self.networks],
         }
@@ -207,7 +276,7 @@ def check_can_measure(profile: Profile, hardware: HardwareFingerprint) -> None:
 
 
 def measure_settings_of(profile: Profile) -> MeasureSettings:
-    """The profile's own backend, precision, resolution, threads, exporter and seed."""
+    """The profile's own backend, precision, resolution, threads, exporter, seed and thread pool."""
     s = profile.settings
     return MeasureSettings(
         backend=s.get("backend", profile.backend.name),
@@ -220,29 +289,56 @@ def measure_settings_of(profile: Profile) -> MeasureSettings:
         seed=int(s.get("seed", 0)),
         exporter=str(s.get("exporter", "torchscript")),
         instances=INSTANCES,
+        ort_shared_pool=bool(s.get("ort_shared_pool", False))
+        or profile.backend.details.get("intra_op_thread_pool") == "shared by every session of the process",
     )
 
 
-def time_networks(
-    runners: dict[str, list[Runner]], rounds: int, seed: int, progress: ProgressCallback
-) -> dict[str, tuple[list[float], ...]]:
-    """Interleaved rounds: every network once per round in a seeded shuffled order, instance r % n."""
-    samples: dict[str, tuple[list[float], ...]] = {k: tuple([] for _ in v) for k, v in runners.items()}
+@dataclass
+class BlockTimes:
+    """What one block's rounds measured: per network and instance, times and bracket means."""
+
+    times: dict[str, tuple[list[float], ...]]
+    brackets: dict[str, tuple[list[float], ...]]
+    baseline: list[float]
+
+
+def time_networks(runners: dict[str, list[Runner]], baselines: Sequence[Runner], rounds: int, seed: int,
+                  progress: ProgressCallback) -> BlockTimes:
+    """Interleaved, bracketed rounds: ``B n1 B n2 ... B`` with the networks in a seeded shuffled
+    order, network instance r % 2, the baseline instances rotating run by run."""
     names = list(runners)
+    out = BlockTimes({k: tuple([] for _ in v) for k, v in runners.items()},
+                     {k: tuple([] for _ in v) for k, v in runners.items()}, [])
+    runs = 0
+
+    def baseline() -> float:
+        nonlocal runs
+        t = baselines[runs % len(baselines)].time_once()
+        runs += 1
+        out.baseline.append(t)
+        return t
+
     for r in range(rounds):
         progress(Progress("measuring", r, rounds, f"round {r + 1}"))
         order = list(names)
         random.Random(f"fidelity/{seed}/{r}").shuffle(order)
+        before = baseline()
         for name in order:
             instances = runners[name]
             i = r % len(instances)
-            samples[name][i].append(instances[i].time_once())
+            t = instances[i].time_once()
+            after = baseline()
+            out.times[name][i].append(t)
+            out.brackets[name][i].append((before + after) / 2)
+            before = after
     progress(Progress("measuring", rounds, rounds))
-    return samples
+    return out
 
 
-def _measure_block(models: dict[str, torch.nn.Module], msettings: MeasureSettings, spec: RunnerSpec,
-                   settings: FidelitySettings, index: int, count: int, progress: ProgressCallback) -> dict[str, tuple[list[float], ...]]:
+def _measure_block(models: dict[str, torch.nn.Module], baseline: torch.nn.Module, msettings: MeasureSettings,
+                   spec: RunnerSpec, settings: FidelitySettings, index: int, count: int,
+                   progress: ProgressCallback) -> BlockTimes:
     """Prepare, warm up and time one block of networks; its sessions are closed on return."""
     where = f"block {index + 1}/{count}"
     with ExitStack() as stack:
@@ -250,11 +346,12 @@ def _measure_block(models: dict[str, torch.nn.Module], msettings: MeasureSetting
         for i, (name, model) in enumerate(models.items()):
             progress(Progress(f"preparing networks ({where})", i, len(models), name))
             runners[name] = open_instances(stack, model, msettings, spec)
-        for i, (name, instances) in enumerate(runners.items()):
-            progress(Progress(f"warming up ({where})", i, len(runners), name))
+        baselines = open_instances(stack, baseline, msettings, spec, settings.baseline_instances)
+        for i, (name, instances) in enumerate([*runners.items(), ("baseline", baselines)]):
+            progress(Progress(f"warming up ({where})", i, len(runners) + 1, name))
             for runner in instances:
                 runner.warmup(msettings.warmup_iters, msettings.warmup_seconds)
-        return time_networks(runners, settings.rounds, settings.seed * 1000 + index, progress)
+        return time_networks(runners, baselines, settings.rounds, settings.seed * 1000 + index, progress)
 
 
 def run_fidelity(
@@ -285,35 +382,39 @@ def run_fidelity(
     progress(Progress("counting parameters and MACs", len(models), len(models)))
     names = list(models)
     blocks = [names[i:i + settings.block_size] for i in range(0, len(names), settings.block_size)]
-    samples: dict[str, tuple[list[float], ...]] = {}
+    times: dict[str, tuple[list[float], ...]] = {}
+    brackets: dict[str, tuple[list[float], ...]] = {}
+    baseline_runs: list[float] = []
+    baseline_model = build_probe(profile.network, BASELINE)
     with tempfile.TemporaryDirectory(prefix="casprof-fidelity-") as tmp:
         spec = make_runner_spec(profile.network, msettings, device, Path(tmp))
         for b, block in enumerate(blocks):
-            samples.update(_measure_block({n: models[n] for n in block}, msettings, spec, settings, b, len(blocks), progress))
+            got = _measure_block({n: models[n] for n in block}, baseline_model, msettings, spec, settings, b,
+                                 len(blocks), progress)
+            times.update(got.times)
+            brackets.update(got.brackets)
+            baseline_runs.extend(got.baseline)
     uniform = dataclasses.replace(profile, edge_model=None) if profile.edge_model is not None else None
     lat = Metric.LATENCY_MS.value
-    results = []
-    for c in candidates:
-        first, second = samples[c.name]
-        results.append(NetworkResult(
-            name=c.name,
-            genotype=c.genotype.to_dict(),
-            predicted_ms=predict(profile, c.genotype)[lat].value,
-            uniform_ms=None if uniform is None else predict(uniform, c.genotype)[lat].value,
-            first_ms=float(np.median(first)),
-            second_ms=float(np.median(second)),
-            measured_ms=float(np.median(first + second)),
-            samples_ms=(tuple(first), tuple(second)),
-            macs=exact[c.name][0],
-            params=exact[c.name][1],
-        ))
-    return summarize(profile, results, settings, profile_path, time.perf_counter() - start)
+    base = profile.baseline[lat].value
+    results = [
+        network_result(
+            c,
+            predict(profile, c.genotype)[lat].value,
+            None if uniform is None else predict(uniform, c.genotype)[lat].value,
+            base, times[c.name], brackets[c.name], exact[c.name],
+        )
+        for c in candidates
+    ]
+    return summarize(profile, results, settings, profile_path, time.perf_counter() - start,
+                     baseline_now_ms=float(np.median(baseline_runs)))
 
 
 def summarize(profile: Profile, results: Sequence[NetworkResult], settings: FidelitySettings,
-              profile_path: Path | str, seconds: float) -> FidelityReport:
-    """Turn per-network results into the report's figures."""
+              profile_path: Path | str, seconds: float, baseline_now_ms: float | None = None) -> FidelityReport:
+    """Turn per-network results into the report's figures (anchored; raw beside them when known)."""
     measured = [r.measured_ms for r in results]
+    has_no_raw = any(r.raw_ms is None or r.raw_first_ms is None or r.raw_second_ms is None for r in results)
     macs_agreement, macs_fit = proxy_agreement([r.macs for r in results], measured)
     params_agreement, params_fit = proxy_agreement([r.params for r in results], measured)
     b = profile.backend
@@ -343,5 +444,9 @@ def summarize(profile: Profile, results: Sequence[NetworkResult], settings: Fide
         retest_pct=retest_error([r.first_ms for r in results], [r.second_ms for r in results]),
         uniform_agreement=None if any(r.uniform_ms is None for r in results)
         else agreement([r.uniform_ms for r in results], measured),  # type: ignore[misc]
+        raw_agreement=None if has_no_raw else agreement([r.predicted_ms for r in results], [r.raw_ms for r in results]),  # type: ignore[misc]
+        raw_retest_pct=None if has_no_raw else retest_error([r.raw_first_ms for r in results], [r.raw_second_ms for r in results]),  # type: ignore[misc]
+        baseline_profile_ms=profile.baseline[Metric.LATENCY_MS.value].value,
+        baseline_now_ms=baseline_now_ms,
         seconds=seconds,
     )

@@ -33,8 +33,13 @@ def report_markdown(report: FidelityReport) -> str:
         f"{p['threads']} threads; per-edge model: {p['schema_edge_model']})",
         f"- networks: {s['samples']} random genotypes (seed {s['seed']})"
         + (" + all-cheapest + all-most-expensive" if s["extremes"] else "")
-        + f"; each timed {s['rounds']} times in interleaved rounds, alternating between {s['instances']} instances",
-        "- measured = median of all runs; m1, m2 = medians of each instance (two independent measurements)",
+        + f"; each timed {s['rounds']} times in interleaved rounds, alternating between {s['instances']} instances, "
+        f"every run bracketed by runs of the profile's baseline network ({s.get('baseline_instances', 1)} instances, rotated)",
+        "- measured = anchored, as the profile measures c_o: c'_id of the profile + median over rounds of (network time − "
+        "mean of the two baseline runs around it); m1, m2 = the same per instance (two independent measurements)",
+        *([f"- baseline network now {report.baseline_now_ms:.2f} ms vs c'_id {report.baseline_profile_ms:.2f} ms in the "
+           f"profile ({report.baseline_drift_pct:+.1f} %: the machine's speed change since the profile, which anchoring removes)"]
+          if report.baseline_drift_pct is not None else []),
         f"- wall time {report.seconds:.0f} s · {report.created}",
         "",
         "| predictor | MAPE | worst | within ±5% | within ±10% | Kendall τ | Spearman ρ |",
@@ -47,13 +52,23 @@ def report_markdown(report: FidelityReport) -> str:
         "",
         f"Test-retest error (mean |m1 − m2| / mean(m1, m2)): {report.retest_pct:.2f}%; "
         f"MAPE / test-retest: {'-' if ratio is None else f'{ratio:.2f}'}.",
+        *(["",
+           "Raw, for comparison (median of the absolute times, not anchored; includes the machine's speed changes):",
+           "",
+           "| predictor | MAPE | worst | within ±5% | within ±10% | Kendall τ | Spearman ρ |",
+           "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+           _row("profile vs raw times", report.raw_agreement),
+           "",
+           f"Raw test-retest error: {report.raw_retest_pct:.2f}%."]
+          if report.raw_agreement is not None and report.raw_retest_pct is not None else []),
         "",
-        "| network | predicted ms | measured ms | error | m1 ms | m2 ms | GMACs | M params |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| network | predicted ms | measured ms | error | m1 ms | m2 ms | raw ms | GMACs | M params |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for n in report.networks:
+        raw = "-" if n.raw_ms is None else f"{n.raw_ms:.2f}"
         lines.append(f"| {n.name} | {n.predicted_ms:.2f} | {n.measured_ms:.2f} | {n.error_pct:+.2f}% | "
-                     f"{n.first_ms:.2f} | {n.second_ms:.2f} | {n.macs / 1e9:.3f} | {n.params / 1e6:.3f} |")
+                     f"{n.first_ms:.2f} | {n.second_ms:.2f} | {raw} | {n.macs / 1e9:.3f} | {n.params / 1e6:.3f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -6,8 +6,10 @@ prepared on the backend and warmed up (the edge-model probes of a schema-2 profi
 freshly shuffled order, and the baseline runs before the first probe, between every two probes
 and after the last: ``B p1 B p2 B ... pn B``. A probe's sample in a round is its time minus the
 mean of the two baseline runs that bracket it, so drift of the machine (clocks, temperature,
-other load) cancels locally. c_o is the median over rounds of these paired differences, with a
-bootstrap interval; the raw samples are kept.
+other load) cancels locally. The baseline runs rotate through several instances of the baseline
+network (``baseline_instances``), because every c_o of a block is paired with it and an instance
+that happens to be fast or slow would shift them all. c_o is the median over rounds of these
+paired differences, with a bootstrap interval; the raw samples are kept.
 
 Every finished round is checkpointed; ``resume=True`` continues an interrupted run without
 re-measuring finished blocks or rounds. Exact metrics (parameters, MACs) are counted once per
@@ -66,6 +68,17 @@ class MeasureSettings:
             contexts on the same exported file, copies of the PyTorch module); round r runs
             instance ``r % instances`` of every network, so an instance that happens to be
             fast or slow (memory placement, thread start-up) is averaged out of c_o.
+        baseline_instances: instances of the all-identity network. Every c_o of a block is
+            paired with it, so an instance offset of the baseline shifts them all alike (measured
+            at 768x1536 with ONNX Runtime: two baseline sessions 3-10 ms apart, moving every c_o
+            of a block by that much between two profiles). The brackets therefore rotate through
+            these instances run by run (bracket k of round r uses instance
+            ``(r * (probes + 1) + k) % baseline_instances``), averaging the offset away.
+        ort_shared_pool: ONNX Runtime only: every session on one process-wide intra-op pool
+            (spinning) instead of a pool per session with spinning off (see
+            :mod:`casprof.backends.onnxruntime_runner`). Off by default: once that pool exists,
+            ONNX Runtime refuses any session of the process that asks for its own pool, which
+            would break other ONNX Runtime users of a process that measured in-process.
     """
 
     backend: Backend = Backend.ONNXRUNTIME
@@ -78,6 +91,8 @@ class MeasureSettings:
     seed: int = 0
     exporter: str = "torchscript"
     instances: int = 2
+    baseline_instances: int = 6
+    ort_shared_pool: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "backend", Backend(self.backend))
@@ -85,8 +100,10 @@ class MeasureSettings:
         object.__setattr__(self, "resolution", tuple(self.resolution))
         if self.rounds < 3:
             raise UserInputError(f"At least 3 measurement rounds are needed, got {self.rounds}.")
-        if self.instances < 1:
-            raise UserInputError(f"At least one instance of each network is needed, got {self.instances}.")
+        if self.instances < 1 or self.baseline_instances < 1:
+            raise UserInputError(
+                f"At least one instance of each network is needed, got {min(self.instances, self.baseline_instances)}."
+            )
         if self.threads < 1:
             raise UserInputError(f"The thread count must be at least 1, got {self.threads}.")
         if self.warmup_iters < 0 or self.warmup_seconds < 0:
@@ -98,7 +115,8 @@ class MeasureSettings:
         d["precision"] = self.precision.value
         d["resolution"] = list(self.resolution)
         d["order"] = ("each round: the block's probes once each in a seeded random order, bracketed by baseline runs "
-                      "(B p1 B p2 ... pn B); round r uses instance r % instances of every network")
+                      "(B p1 B p2 ... pn B); round r uses instance r % instances of every probe; the baseline runs "
+                      "rotate through baseline_instances instances, bracket k of round r using (r * (n + 1) + k) % baseline_instances")
         d["pairing"] = "c_o sample = probe time - mean of the two baseline runs that bracket it"
         d["batch"] = 1
         return d
@@ -228,15 +246,19 @@ def make_runner_spec(config: NetworkConfig, settings: MeasureSettings, device: R
     )
 
 
-def open_instances(stack: ExitStack, model: torch.nn.Module, settings: MeasureSettings, spec: RunnerSpec) -> list[Runner]:
-    """``settings.instances`` active runners of one network; ONNX is exported only once."""
+def open_instances(stack: ExitStack, model: torch.nn.Module, settings: MeasureSettings, spec: RunnerSpec,
+                   count: int | None = None) -> list[Runner]:
+    """``count`` (default ``settings.instances``) active runners of one network; ONNX is exported only once."""
     kwargs: dict[str, Any] = {}
     if settings.backend is Backend.ONNXRUNTIME:
-        kwargs["spinning"] = False  # idle spinning threads of one session would slow the next
+        if settings.ort_shared_pool:
+            kwargs["shared_pool"] = True  # one pool for all sessions: no idle pool competes with the running one
+        else:
+            kwargs["spinning"] = False  # idle spinning threads of one session would slow the next
     first_kwargs = dict(kwargs, exporter=settings.exporter) if settings.backend is not Backend.TORCH else kwargs
     first = stack.enter_context(make_runner(settings.backend, model, spec, **first_kwargs))
     runners = [first]
-    for _ in range(settings.instances - 1):
+    for _ in range((settings.instances if count is None else count) - 1):
         if settings.backend is Backend.TORCH:
             source: Any = copy.deepcopy(model)
         else:
@@ -250,7 +272,8 @@ def _open_runners(stack: ExitStack, config: NetworkConfig, probes: Sequence[Prob
     runners: dict[str, list[Runner]] = {}
     for i, probe in enumerate(probes):
         progress(Progress(f"{label}: preparing networks", i, len(probes), probe.key))
-        runners[probe.key] = open_instances(stack, build_probe(config, probe), settings, spec)
+        count = settings.baseline_instances if probe.key == BASELINE.key else settings.instances
+        runners[probe.key] = open_instances(stack, build_probe(config, probe), settings, spec, count)
     for i, (key, instances) in enumerate(runners.items()):
         progress(Progress(f"{label}: warming up", i, len(runners), key))
         for runner in instances:
@@ -261,19 +284,22 @@ def _open_runners(stack: ExitStack, config: NetworkConfig, probes: Sequence[Prob
 def _rounds(block: _BlockState, all_runners: dict[str, list[Runner]], settings: MeasureSettings,
             save: Callable[[], None], progress: ProgressCallback, label: str) -> None:
     keys = [k for k in all_runners if k != BASELINE.key]
+    baselines = all_runners[BASELINE.key]
     while block.rounds_done < settings.rounds:
         instance = block.rounds_done % settings.instances
-        runners = {k: r[instance] for k, r in all_runners.items()}
-        baseline = runners[BASELINE.key]
+        runners = {k: r[instance] for k, r in all_runners.items() if k != BASELINE.key}
+        first = block.rounds_done * (len(keys) + 1)  # the baseline instances rotate run by run
+        bracket = [baselines[(first + k) % len(baselines)] for k in range(len(keys) + 1)]
+
         progress(Progress(f"{label}: measuring", block.rounds_done, settings.rounds, f"round {block.rounds_done + 1}"))
         order = list(keys)
         # one generator per round, so a resumed run draws the same orders as an uninterrupted one
         random.Random(f"{settings.seed}/{label}/{block.rounds_done}").shuffle(order)
-        before = baseline.time_once()
+        before = bracket[0].time_once()
         round_samples, round_brackets, round_baseline = {}, {}, [before]
-        for key in order:
+        for k, key in enumerate(order, start=1):
             t = runners[key].time_once()
-            after = baseline.time_once()
+            after = bracket[k].time_once()
             round_samples[key], round_brackets[key] = t, (before + after) / 2
             round_baseline.append(after)
             before = after

@@ -63,7 +63,7 @@ CropOpt = Annotated[str, typer.Option("--crop", help="Training crop HxW, divisib
 OrderOpt = Annotated[ArchOrder, typer.Option("--order", help="Architecture gradient: first order, or second (unrolled, Eq. 7).")]
 CostSupportOpt = Annotated[
     CostSupport,
-    typer.Option("--cost-over", help="Expected cost over the derivable operations (default) or all incl. none (Eq. 5 literally)."),
+    typer.Option("--cost-over", help="Expected cost of the edges the derivation keeps (default), of every edge over the derivable operations, or over all incl. none (Eq. 5 literally)."),
 ]
 ArchLrOpt = Annotated[float, typer.Option("--arch-lr", help="Adam learning rate of the architecture weights.")]
 LrOpt = Annotated[float, typer.Option("--lr", help="SGD learning rate of the weights (poly decay, power 0.9).")]

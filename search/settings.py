@@ -52,10 +52,13 @@ class Stage(str, enum.Enum):
 class CostSupport(str, enum.Enum):
     """The operations the expected cost of an edge is taken over (see :mod:`search.cost`).
 
-    ``derivable`` (default): softmax(alpha) renormalised without ``none``; ``all``: Eq. 5 to the
-    letter, ``none`` included at cost 0.
+    ``kept`` (default): the derivable expectation of each edge weighted by the probability that
+    the derivation keeps the edge (relaxed top-2 of the node's edge strengths); ``derivable``:
+    softmax(alpha) renormalised without ``none``, on every edge; ``all``: Eq. 5 to the letter,
+    ``none`` included at cost 0.
     """
 
+    KEPT = "kept"
     DERIVABLE = "derivable"
     ALL = "all"
 
@@ -90,7 +93,7 @@ class SearchSettings:
     flip: bool = True
     seed: int = 0
     order: ArchOrder = ArchOrder.FIRST
-    cost_support: CostSupport = CostSupport.DERIVABLE
+    cost_support: CostSupport = CostSupport.KEPT
     # weights (paper §4.3)
     lr: float = 0.005
     lr_power: float = 0.9

@@ -222,6 +222,46 @@ def test_onnxruntime_from_module_cpu_parity(model, reference) -> None:
     assert len(info.details["onnx_sha256"]) == 64
 
 
+_SHARED_POOL_SCRIPT = """
+import sys
+import numpy as np
+from casprof.backends import RunnerSpec
+from casprof.backends.onnxruntime_runner import OnnxRuntimeRunner
+from casprof.errors import BackendUnavailableError
+
+path, shape = sys.argv[1], tuple(int(v) for v in sys.argv[2].split(","))
+x = np.zeros(shape, dtype=np.float32)
+with OnnxRuntimeRunner(path, RunnerSpec(input_shape=shape, threads=1)) as own:  # a per-session pool first
+    a = own.infer(x)
+with OnnxRuntimeRunner(path, RunnerSpec(input_shape=shape, threads=2), shared_pool=True) as one, \\
+        OnnxRuntimeRunner(path, RunnerSpec(input_shape=shape, threads=2), shared_pool=True) as two:
+    assert np.allclose(one.infer(x), a, atol=1e-5) and np.allclose(two.infer(x), a, atol=1e-5)
+    assert one.time_once() > 0 and two.time_once() > 0
+    print(one.info().details["intra_op_thread_pool"], one.info().threads)
+with OnnxRuntimeRunner(path, RunnerSpec(input_shape=shape, threads=2)) as later:  # asks for its own pool
+    assert np.allclose(later.infer(x), a, atol=1e-5)
+    print(later.info().details["intra_op_thread_pool"])
+try:
+    with OnnxRuntimeRunner(path, RunnerSpec(input_shape=shape, threads=1), shared_pool=True):
+        pass
+except BackendUnavailableError as exc:
+    print("refused:", exc)
+"""
+
+
+def test_onnxruntime_shared_pool_runs_sessions_and_refuses_another_size(exported: ExportInfo) -> None:
+    """Sessions on the process-wide pool give the same outputs; the pool cannot be resized."""
+    done = subprocess.run([sys.executable, "-c", _SHARED_POOL_SCRIPT, str(exported.path), ",".join(map(str, SHAPE))],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert lines[0] == "shared by every session of the process 2"
+    assert lines[1] == "shared by every session of the process"  # once it exists, every session runs on it
+    assert lines[2].startswith("refused: This process already runs ONNX Runtime's shared thread pool with 2 thread(s)")
+    with pytest.raises(ValueError, match="per-session"):
+        OnnxRuntimeRunner(exported.path, _spec(), spinning=False, shared_pool=True)
+
+
 def test_onnxruntime_from_path_and_workdir(exported: ExportInfo, model, reference, tmp_path: Path) -> None:
     x, ref = reference
     with make_runner("onnxruntime", exported.path, _spec()) as runner:

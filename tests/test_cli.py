@@ -181,11 +181,14 @@ def test_measure_resume_show_in_subprocesses(tmp_path: Path, network_files: dict
     """A real measurement with ONNX Runtime through the console entry point, then show and check."""
     out = tmp_path / "mini.json"
     args = ["measure", "--device", "cpu", "--backend", "onnxruntime", "--network", str(network_files["mini"]),
-            "--resolution", "32x64", "--rounds", "3", "--warmup", "1", "--threads", "1", "--out", str(out)]
+            "--resolution", "32x64", "--rounds", "3", "--warmup", "1", "--threads", "1", "--ort-shared-pool",
+            "--baseline-instances", "3", "--out", str(out)]
     done = _cli(*args, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     raw = json.loads(out.read_text())
     assert raw["backend"]["name"] == "onnxruntime"
+    assert raw["backend"]["details"]["intra_op_thread_pool"] == "shared by every session of the process"
+    assert raw["settings"]["ort_shared_pool"] is True and raw["settings"]["baseline_instances"] == 3
     assert raw["backend"]["details"]["provider"] == "CPUExecutionProvider"
     assert "c_o latency ms" in done.stdout
     shown = _cli("show", str(out), "--csv", cwd=tmp_path)

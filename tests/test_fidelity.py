@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -118,10 +119,57 @@ def test_fidelity_console_script_measures_and_reports(tiny_profile_path: Path, t
         assert len(n["samples_ms"][0]) == 1 and len(n["samples_ms"][1]) == 1  # 2 rounds alternate instances
         assert n["measured_ms"] > 0 and n["macs"] > 0 and n["params"] > 0
         assert math.isclose(n["error_pct"], 100 * (n["predicted_ms"] - n["measured_ms"]) / n["measured_ms"])
+        diffs = [t - b for ts, bs in zip(n["samples_ms"], n["brackets_ms"]) for t, b in zip(ts, bs)]
+        assert math.isclose(n["measured_ms"], report["summary"]["baseline_profile_ms"] + statistics.median(diffs))
+        assert math.isclose(n["raw_ms"], statistics.median(n["samples_ms"][0] + n["samples_ms"][1]))
     s = report["summary"]
+    assert s["baseline_now_ms"] > 0 and s["raw"]["test_retest_pct"] >= 0
+    assert math.isclose(s["baseline_drift_pct"], 100 * (s["baseline_now_ms"] / s["baseline_profile_ms"] - 1))
+    assert "anchored" in proc.stdout and "Raw, for comparison" in proc.stdout
     assert 0 <= s["profile"]["within_5"] <= s["profile"]["within_10"] <= 1
     assert s["test_retest_pct"] >= 0
     assert (tmp_path / "fidelity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+class _Scripted:
+    """A runner stand-in whose ``time_once`` returns the next of its scripted times (bracketing arithmetic only)."""
+
+    def __init__(self, name: str, times: list[float], log: list[str]) -> None:
+        self.name, self.times, self.log = name, list(times), log
+
+    def time_once(self) -> float:
+        self.log.append(self.name)
+        return self.times.pop(0)
+
+
+def test_runs_are_bracketed_by_rotating_baseline_instances() -> None:
+    from casprof.fidelity import time_networks
+
+    log: list[str] = []
+    baselines = [_Scripted("B0", [100.0, 104.0, 108.0], log), _Scripted("B1", [102.0, 106.0, 110.0], log)]
+    runners = {"a": [_Scripted("a0", [150.0], log), _Scripted("a1", [160.0], log)],
+               "b": [_Scripted("b0", [250.0], log), _Scripted("b1", [260.0], log)]}
+    got = time_networks(runners, baselines, rounds=2, seed=0, progress=lambda p: None)
+    # each round is B n B n B: baseline runs at positions 0, 2, 4 and 5, 7, 9, the instances in turn
+    assert [log[i] for i in (0, 2, 4, 5, 7, 9)] == ["B0", "B1", "B0", "B1", "B0", "B1"]
+    assert sorted(log[i] for i in (1, 3)) == ["a0", "b0"] and sorted(log[i] for i in (6, 8)) == ["a1", "b1"]  # round r: instance r % 2
+    assert got.baseline == [100.0, 102.0, 104.0, 106.0, 108.0, 110.0]
+    first_a = log.index("a0")  # its bracket: the baseline runs just before and after it
+    assert got.brackets["a"][0] == [(got.baseline[first_a // 2] + got.baseline[first_a // 2 + 1]) / 2]
+    assert got.times["a"] == ([150.0], [160.0]) and got.times["b"] == ([250.0], [260.0])
+
+
+def test_network_result_is_anchored_at_the_profile_baseline() -> None:
+    from casprof.fidelity import Candidate, network_result
+    from casprof.genotype import random_genotype
+
+    from tests.conftest import TINY
+
+    r = network_result(Candidate("n", random_genotype(0, TINY)), predicted=70.0, uniform=None, baseline_ms=50.0,
+                       times=([110.0, 130.0], [120.0]), brackets=([100.0, 100.0], [105.0]), exact=(1e9, 1e6))
+    assert (r.first_ms, r.second_ms, r.measured_ms) == (70.0, 65.0, 65.0)  # 50 + median(10, 30); 50 + 15; 50 + median(10, 30, 15)
+    assert (r.raw_first_ms, r.raw_second_ms, r.raw_ms) == (120.0, 120.0, 120.0)
+    assert r.error_pct == pytest.approx(100 * 5 / 65)
 
 
 def test_networks_are_timed_in_blocks_that_cover_every_candidate(tiny_profile_path: Path) -> None:

@@ -93,7 +93,7 @@ def test_bad_resolution_writes_nothing(tmp_path: Path) -> None:
 
 
 def test_rounds_alternate_between_instances(tmp_path: Path) -> None:
-    """Round r uses instance r % instances of every network (here: ONNX Runtime sessions on one file)."""
+    """Round r uses instance r % instances of every probe; the baseline brackets rotate through theirs run by run."""
     from casprof.backends.base import Runner
 
     used: list[int] = []
@@ -103,7 +103,8 @@ def test_rounds_alternate_between_instances(tmp_path: Path) -> None:
         used.append(id(self))
         return original(self)
 
-    settings = MeasureSettings(backend="onnxruntime", resolution=TINY_RES, threads=1, rounds=4, warmup_iters=0, instances=2)
+    settings = MeasureSettings(backend="onnxruntime", resolution=TINY_RES, threads=1, rounds=4, warmup_iters=0, instances=2,
+                               baseline_instances=3)
     from tests.conftest import MINI
 
     hw = detect_hardware()
@@ -118,8 +119,14 @@ def test_rounds_alternate_between_instances(tmp_path: Path) -> None:
     per_round = 2 * len(blocks[0][1]) + 1  # the normal block: its probes, each bracketed by baseline runs
     assert blocks[0][0] == "normal" and per_round == 2 * 10 + 1
     assert len(used) == 4 * sum(2 * len(probes) + 1 for _, probes in blocks)
-    rounds = [set(used[i * per_round:(i + 1) * per_round]) for i in range(4)]
-    assert rounds[0].isdisjoint(rounds[1])  # consecutive rounds run other instances
-    assert rounds[0] == rounds[2] and rounds[1] == rounds[3]
+    normal = used[:4 * per_round]
+    probes = [set(normal[i * per_round + 1:(i + 1) * per_round:2]) for i in range(4)]  # odd positions
+    assert probes[0].isdisjoint(probes[1])  # consecutive rounds run other instances of the probes
+    assert probes[0] == probes[2] and probes[1] == probes[3]
+    brackets = [b for i in range(4) for b in normal[i * per_round:(i + 1) * per_round:2]]  # even positions
+    assert len(set(brackets)) == 3 and set(brackets).isdisjoint(probes[0] | probes[1])
+    assert all(brackets[k] == brackets[k + 3] != brackets[k + 1] for k in range(len(brackets) - 3))  # run-by-run rotation
+    assert profile.settings["baseline_instances"] == 3
     assert profile.settings["instances"] == 2
+    assert profile.backend.details["intra_op_thread_pool"] == "per session"  # the shared pool is opt-in
     assert profile.backend.details["intra_op_spinning"] is False

@@ -25,9 +25,12 @@ def fidelity(
 ) -> None:
     """Measure random derived networks on this machine and compare with the profile's predictions.
 
-    Uses the profile's device, backend, precision, resolution and threads. Reports MAPE, worst
-    error, shares within ±5%/±10%, Kendall τ and Spearman ρ, the same for MACs and parameters
-    (linearly fitted), and the measurement's own test-retest error.
+    Uses the profile's device, backend, precision, resolution and threads; every run is bracketed
+    by runs of the profile's baseline network and measured as c'_id + the paired difference, as
+    the profile measures c_o (the raw comparison and the machine's speed change since the profile
+    are reported beside it). Reports MAPE, worst error, shares within ±5%/±10%, Kendall τ and
+    Spearman ρ, the same for MACs and parameters (linearly fitted), and the measurement's own
+    test-retest error.
     """
     from casprof.fidelity import FidelitySettings, check_can_measure, run_fidelity  # scipy: import on use
     from casprof.fidelity_report import report_markdown, write_report

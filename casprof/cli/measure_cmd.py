@@ -40,6 +40,8 @@ def measure(
     threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads (default: all cores this process may use).", show_default=False)] = None,
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs of each network before the first round.")] = 2,
     instances: Annotated[int, typer.Option("--instances", help="Independent instances (sessions) of every network, used in turn by the rounds.")] = 2,
+    baseline_instances: Annotated[int, typer.Option("--baseline-instances", help="Instances of the all-identity network, rotated bracket by bracket.")] = 6,
+    ort_shared_pool: Annotated[bool, typer.Option("--ort-shared-pool", help="ONNX Runtime: all sessions on one process-wide, spinning intra-op pool (default: a pool per session, no spinning).")] = False,
     exporter: Annotated[str, typer.Option("--exporter", help="ONNX exporter: torchscript (fast) or dynamo.")] = "torchscript",
     network: NetworkOpt = None,
     seed: SeedOpt = 0,
@@ -73,6 +75,8 @@ def measure(
         seed=seed,
         exporter=exporter,
         instances=instances,
+        baseline_instances=baseline_instances,
+        ort_shared_pool=ort_shared_pool,
     )
     h, w = size
     if out is None:
