@@ -7,11 +7,13 @@ provider cannot start, so the provider actually in use is checked after the sess
 Threads: by default a session has its own intra-op pool (ONNX Runtime's default). Interleaved
 measurements (``casprof measure``, ``casprof fidelity``) keep dozens of sessions open and run them
 in turn; their pools' idle threads then compete with the running session for the cores (when
-spinning) or wake up late (when not). There every session uses one *shared*, process-wide pool
-(``shared_pool=True``): one set of threads, spinning as ONNX Runtime does by default, like a
-single deployed session. Measured on the 2-core CI machine at 768x1536 (30-40 interleaved
-rounds): the all-identity network's IQR fell from 9-30 % of its median with per-session pools
-without spinning to 5-13 %, and the spread of paired differences by about a third.
+spinning) or wake up late (when not, the measurement default). ``shared_pool=True`` (``casprof
+measure --ort-shared-pool``) puts every session on one process-wide pool instead: one set of
+threads, spinning as ONNX Runtime does by default, like a single deployed session. Measured on
+the 2-core CI machine at 768x1536 (four A/B runs of 30-40 interleaved rounds): the all-identity
+network's IQR was 9-30 % of its median with per-session pools without spinning and 5-13 % with
+the shared pool, and the paired differences scattered less in 3 of 4 pairs. It is opt-in because
+ONNX Runtime then refuses every later session of the process that asks for a pool of its own.
 
 Timing: on the CPU, ``time.perf_counter_ns`` around ``session.run`` with the numpy input made
 beforehand; on CUDA, ``run_with_iobinding`` on a torch CUDA input tensor bound by pointer, with
