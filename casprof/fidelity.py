@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from casprof.backends.base import Runner, RunnerSpec
+from casprof.backends.onnxruntime_runner import SHARED_POOL
 from casprof.complexity import count_macs, count_params
 from casprof.devices import resolve_device
 from casprof.errors import UserInputError
@@ -290,7 +291,7 @@ def measure_settings_of(profile: Profile) -> MeasureSettings:
         exporter=str(s.get("exporter", "torchscript")),
         instances=INSTANCES,
         ort_shared_pool=bool(s.get("ort_shared_pool", False))
-        or profile.backend.details.get("intra_op_thread_pool") == "shared by every session of the process",
+        or profile.backend.details.get("intra_op_thread_pool") == SHARED_POOL,
     )
 
 

@@ -42,6 +42,9 @@ CUDA_PROVIDER = "CUDAExecutionProvider"
 
 ORT_FP16_ON_CPU = "fp16 with the onnxruntime backend needs a CUDA device; use fp32 on the CPU."
 
+#: ``info().details["intra_op_thread_pool"]`` of a session on the shared pool (profiles record it).
+SHARED_POOL = "shared by every session of the process"
+
 #: Threads of this process's shared intra-op pool once it exists (ONNX Runtime cannot resize it).
 _shared_pool_threads: int | None = None
 
@@ -340,7 +343,7 @@ class OnnxRuntimeRunner(Runner):
             "inter_op_threads": 1,
             "graph_optimization_level": "ORT_ENABLE_ALL",
             "execution_mode": "ORT_SEQUENTIAL",
-            "intra_op_thread_pool": "shared by every session of the process" if self.shared_pool else "per session",
+            "intra_op_thread_pool": SHARED_POOL if self.shared_pool else "per session",
             "intra_op_spinning": "onnxruntime default (on)" if self.spinning is None else self.spinning,
             "exporter": self.exporter,
             "opset": self.onnx_opset,
