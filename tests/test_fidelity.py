@@ -179,6 +179,8 @@ def test_networks_are_timed_in_blocks_that_cover_every_candidate(tiny_profile_pa
 
     with pytest.raises(Exception, match="at least 2 networks"):
         FidelitySettings(samples=5, block_size=1)
+    with pytest.raises(Exception, match="At least one baseline instance"):
+        FidelitySettings(samples=5, baseline_instances=0)
     p = Profile.load(tiny_profile_path)
     settings = FidelitySettings(samples=5, seed=1, rounds=2, block_size=3)
     report = run_fidelity(p, detect_hardware(), settings)

@@ -78,7 +78,7 @@ def test_paired_differences_are_probe_minus_bracketing_baseline(tiny_profile_pat
 @pytest.mark.parametrize(
     "kwargs, message",
     [({"rounds": 2}, "At least 3"), ({"threads": 0}, "thread count"), ({"warmup_iters": -1}, "cannot be negative"),
-     ({"instances": 0}, "At least one instance")],
+     ({"instances": 0}, "At least one instance"), ({"baseline_instances": 0}, "At least one instance")],
 )
 def test_bad_settings(kwargs: dict, message: str) -> None:
     with pytest.raises(UserInputError, match=message):
