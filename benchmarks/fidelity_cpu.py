@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--backend", default="onnxruntime", choices=[Backend.ONNXRUNTIME.value, Backend.TORCH.value])
     parser.add_argument("--profile", type=Path, default=None, help="default: profiles/cpu-<digest8>-<backend>-fp32-768x1536.json")
     parser.add_argument("--samples", type=int, default=30)
-    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=FidelitySettings.rounds)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--short", action="store_true", help="tiny network at 64x128, 5 genotypes, 2 rounds")
     parser.add_argument("--results", type=Path, default=None, help="output folder (default: benchmarks/results; --short: a temporary folder)")

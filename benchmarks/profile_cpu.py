@@ -69,7 +69,9 @@ def markdown(report: dict) -> str:
         f"- backend: {report['backend']} {report['backend_version']}, fp32, {report['threads']} threads, "
         f"{report['rounds']} rounds, resolution {report['resolution'][0]}x{report['resolution'][1]}; "
         f"{report.get('instances', 2)} instances of every probe, {report.get('baseline_instances', 2)} of the baseline "
-        f"(rotated bracket by bracket); intra-op thread pool: {report.get('thread_pool', 'per session, no spinning')}",
+        f"(rotated bracket by bracket); {report.get('warmup_passes', 0)} untimed interleaved warm-up pass(es); "
+        f"rounds spread over {report.get('sweeps', 1)} sweep(s) of all blocks; "
+        f"intra-op thread pool: {report.get('thread_pool', 'per session, no spinning')}",
         f"- command: `{report['command']}`",
         f"- date: {report['date']}",
         "",
@@ -100,8 +102,10 @@ def markdown(report: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", default="onnxruntime", choices=[b.value for b in Backend if b is not Backend.TENSORRT])
-    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--rounds", type=int, default=MeasureSettings.rounds)
     parser.add_argument("--ort-shared-pool", action="store_true", help="casprof measure --ort-shared-pool")
+    parser.add_argument("--sweeps", type=int, default=MeasureSettings.sweeps, help="casprof measure --sweeps")
+    parser.add_argument("--instances", type=int, default=MeasureSettings.instances, help="casprof measure --instances")
     parser.add_argument("--keep-dir", type=Path, default=None,
                         help="copy the first profile here (e.g. profiles/), and the second beside it as *-repeat.json")
     args = parser.parse_args()
@@ -109,7 +113,8 @@ def main() -> None:
     hw = detect_hardware()
     device = resolve_device("cpu", hw)
     settings = MeasureSettings(backend=args.backend, resolution=DEFAULT_RESOLUTION, threads=hw.cpu.affinity or hw.cpu.logical_cores,
-                               rounds=args.rounds, ort_shared_pool=args.ort_shared_pool)
+                               rounds=args.rounds, ort_shared_pool=args.ort_shared_pool, sweeps=args.sweeps,
+                               instances=args.instances)
     profiles, seconds = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(2):
@@ -130,12 +135,15 @@ def main() -> None:
         "rounds": settings.rounds,
         "instances": settings.instances,
         "baseline_instances": settings.baseline_instances,
+        "warmup_passes": settings.warmup_passes,
+        "sweeps": settings.sweeps,
         "thread_pool": profiles[0].backend.details.get("intra_op_thread_pool", "per session"),
         "resolution": list(settings.resolution),
         "hardware": hw.to_dict(),
         "hardware_digest": hw.digest(),
         "date": profiles[0].created,
-        "command": f"python benchmarks/profile_cpu.py --backend {args.backend} --rounds {args.rounds}"
+        "command": f"python benchmarks/profile_cpu.py --backend {args.backend} --rounds {args.rounds} --sweeps {args.sweeps} "
+                   f"--instances {args.instances}"
                    + (" --ort-shared-pool" if args.ort_shared_pool else ""),
         "seconds": seconds,
         "repeatability": repeatability(*profiles),

@@ -46,7 +46,8 @@ from casprof.errors import UserInputError
 from casprof.fidelity_metrics import Agreement, LinearFit, agreement, proxy_agreement, retest_error
 from casprof.genotype import Genotype, random_genotype, uniform_genotype
 from casprof.hardware import HardwareFingerprint
-from casprof.measure import MeasureSettings, Progress, ProgressCallback, make_runner_spec, open_instances
+from casprof.measure import (MeasureSettings, Progress, ProgressCallback, make_runner_spec, open_instances, time_bracketed,
+                             warm_interleaved)
 from casprof.network import CASNetwork
 from casprof.probes import BASELINE, build_probe
 from casprof.ops import CELL_TYPES, candidate_ops
@@ -79,7 +80,7 @@ class FidelitySettings:
 
     samples: int = 30
     seed: int = 0
-    rounds: int = 6
+    rounds: int = 12
     extremes: bool = True
     block_size: int = 8
     baseline_instances: int = 4
@@ -284,9 +285,11 @@ def measure_settings_of(profile: Profile) -> MeasureSettings:
         precision=s.get("precision", profile.backend.precision),
         resolution=profile.input_size,
         threads=int(profile.backend.threads or s.get("threads") or 1),
-        rounds=3,  # unused here: the fidelity settings say how many rounds
+        rounds=3,  # unused here, like sweeps: the fidelity settings say how many rounds
+        sweeps=1,
         warmup_iters=int(s.get("warmup_iters", 2)),
         warmup_seconds=float(s.get("warmup_seconds", 0.0)),
+        warmup_passes=max(1, int(s.get("warmup_passes", 1))),  # older profiles had none; the check needs it all the same
         seed=int(s.get("seed", 0)),
         exporter=str(s.get("exporter", "torchscript")),
         instances=INSTANCES,
@@ -306,33 +309,22 @@ class BlockTimes:
 
 def time_networks(runners: dict[str, list[Runner]], baselines: Sequence[Runner], rounds: int, seed: int,
                   progress: ProgressCallback) -> BlockTimes:
-    """Interleaved, bracketed rounds: ``B n1 B n2 ... B`` with the networks in a seeded shuffled
-    order, network instance r % 2, the baseline instances rotating run by run."""
+    """Interleaved, bracketed rounds (:func:`casprof.measure.time_bracketed`): ``B n1 B n2 ... B``
+    with the networks in a seeded shuffled order, network instance r % 2, the baseline instances
+    rotating run by run."""
     names = list(runners)
     out = BlockTimes({k: tuple([] for _ in v) for k, v in runners.items()},
                      {k: tuple([] for _ in v) for k, v in runners.items()}, [])
-    runs = 0
-
-    def baseline() -> float:
-        nonlocal runs
-        t = baselines[runs % len(baselines)].time_once()
-        runs += 1
-        out.baseline.append(t)
-        return t
-
     for r in range(rounds):
         progress(Progress("measuring", r, rounds, f"round {r + 1}"))
         order = list(names)
         random.Random(f"fidelity/{seed}/{r}").shuffle(order)
-        before = baseline()
+        got = time_bracketed([(n, runners[n][r % len(runners[n])]) for n in order], baselines, r * (len(names) + 1))
         for name in order:
-            instances = runners[name]
-            i = r % len(instances)
-            t = instances[i].time_once()
-            after = baseline()
-            out.times[name][i].append(t)
-            out.brackets[name][i].append((before + after) / 2)
-            before = after
+            i = r % len(runners[name])
+            out.times[name][i].append(got.times[name])
+            out.brackets[name][i].append(got.brackets[name])
+        out.baseline.extend(got.baseline)
     progress(Progress("measuring", rounds, rounds))
     return out
 
@@ -352,6 +344,8 @@ def _measure_block(models: dict[str, torch.nn.Module], baseline: torch.nn.Module
             progress(Progress(f"warming up ({where})", i, len(runners) + 1, name))
             for runner in instances:
                 runner.warmup(msettings.warmup_iters, msettings.warmup_seconds)
+        warm_interleaved([r for instances in runners.values() for r in instances] + baselines,
+                         msettings.warmup_passes, f"fidelity/{settings.seed}/{index}")
         return time_networks(runners, baselines, settings.rounds, settings.seed * 1000 + index, progress)
 
 

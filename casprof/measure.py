@@ -62,12 +62,19 @@ class MeasureSettings:
         rounds: measurement rounds per cell type (each round times every network once).
         warmup_iters: untimed forwards of each network before the first round.
         warmup_seconds: minimum untimed seconds per network before the first round.
+        warmup_passes: untimed passes over every instance of a block, in a shuffled order,
+            after the per-instance warm-up and before the first round (see
+            :func:`warm_interleaved`).
         seed: seed of the input and of the shuffled order of each round.
         exporter: ONNX exporter for the onnxruntime and tensorrt backends.
-        instances: independent instances of every network (ONNX Runtime sessions or TensorRT
-            contexts on the same exported file, copies of the PyTorch module); round r runs
-            instance ``r % instances`` of every network, so an instance that happens to be
-            fast or slow (memory placement, thread start-up) is averaged out of c_o.
+        instances: independent instances of every probe open at once (ONNX Runtime sessions or
+            TensorRT contexts on the same exported file, copies of the PyTorch module); round r
+            uses instance ``r % instances``, so an instance that happens to be fast or slow
+            (memory placement, thread start-up) is averaged out of c_o. Every sweep opens new
+            ones, so a probe runs in ``instances * sweeps`` instances in all; the default 1 with
+            2 sweeps gives two, at a little over half the preparation of 2 per sweep (measured:
+            the medians of a probe's two instances within one profile differed less than their
+            noise predicts, so instances matter less than when the rounds run).
         baseline_instances: instances of the all-identity network. Every c_o of a block is
             paired with it, so an instance offset of the baseline shifts them all alike (measured
             at 768x1536 with ONNX Runtime: two baseline sessions 3-10 ms apart, moving every c_o
@@ -79,20 +86,30 @@ class MeasureSettings:
             :mod:`casprof.backends.onnxruntime_runner`). Off by default: once that pool exists,
             ONNX Runtime refuses any session of the process that asks for its own pool, which
             would break other ONNX Runtime users of a process that measured in-process.
+        sweeps: passes over all blocks; each pass runs its share of every block's rounds (the
+            networks re-opened from the files exported in the first pass), so every c_o is the
+            median over separate windows of the whole run instead of one window of a minute.
+            Measured at 768x1536 with ONNX Runtime on the 2-core CI machine: the baseline ran
+            126 ms in one profile's reduce block and 109 ms in the same block of the profile
+            before, and the slowdown did not scale the probes alike (memory-bound pooling and
+            compute-bound convolutions changed differently), moving c_o by up to 8 ms, which
+            bracketing cannot remove; spreading the rounds over the run averages such spells.
     """
 
     backend: Backend = Backend.ONNXRUNTIME
     precision: Precision = Precision.FP32
     resolution: tuple[int, int] = (768, 1536)
     threads: int = 2
-    rounds: int = 12
+    rounds: int = 18
     warmup_iters: int = 2
     warmup_seconds: float = 0.0
+    warmup_passes: int = 1
     seed: int = 0
     exporter: str = "torchscript"
-    instances: int = 2
+    instances: int = 1
     baseline_instances: int = 6
     ort_shared_pool: bool = False
+    sweeps: int = 2
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "backend", Backend(self.backend))
@@ -104,17 +121,20 @@ class MeasureSettings:
             raise UserInputError(
                 f"At least one instance of each network is needed, got {min(self.instances, self.baseline_instances)}."
             )
+        if not 1 <= self.sweeps <= self.rounds:
+            raise UserInputError(f"The sweeps must be between 1 and the rounds ({self.rounds}), got {self.sweeps}.")
         if self.threads < 1:
             raise UserInputError(f"The thread count must be at least 1, got {self.threads}.")
-        if self.warmup_iters < 0 or self.warmup_seconds < 0:
-            raise UserInputError("Warm-up iterations and seconds cannot be negative.")
+        if self.warmup_iters < 0 or self.warmup_seconds < 0 or self.warmup_passes < 0:
+            raise UserInputError("Warm-up iterations, seconds and passes cannot be negative.")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["backend"] = self.backend.value
         d["precision"] = self.precision.value
         d["resolution"] = list(self.resolution)
-        d["order"] = ("each round: the block's probes once each in a seeded random order, bracketed by baseline runs "
+        d["order"] = ("the rounds of every block are split evenly over `sweeps` passes over all blocks; each round: "
+                      "the block's probes once each in a seeded random order, bracketed by baseline runs "
                       "(B p1 B p2 ... pn B); round r uses instance r % instances of every probe; the baseline runs "
                       "rotate through baseline_instances instances, bracket k of round r using (r * (n + 1) + k) % baseline_instances")
         d["pairing"] = "c_o sample = probe time - mean of the two baseline runs that bracket it"
@@ -170,6 +190,11 @@ class MeasureState:
             gpu_states=d.get("gpu_states", []),
             phase_seconds=d.get("phase_seconds", {}),
         )
+
+
+def rounds_after_sweep(settings: MeasureSettings, sweep: int) -> int:
+    """How many rounds every block has finished at the end of sweep ``sweep`` (0-based)."""
+    return -(-settings.rounds * (sweep + 1) // settings.sweeps)
 
 
 def checkpoint_path(out: Path) -> Path:
@@ -247,16 +272,24 @@ def make_runner_spec(config: NetworkConfig, settings: MeasureSettings, device: R
 
 
 def open_instances(stack: ExitStack, model: torch.nn.Module, settings: MeasureSettings, spec: RunnerSpec,
-                   count: int | None = None) -> list[Runner]:
-    """``count`` (default ``settings.instances``) active runners of one network; ONNX is exported only once."""
+                   count: int | None = None, exported: Path | None = None) -> list[Runner]:
+    """``count`` (default ``settings.instances``) active runners of one network.
+
+    ONNX is exported only once, by the first instance, or not at all when ``exported`` names the
+    network's file from an earlier export (ignored by the torch backend).
+    """
     kwargs: dict[str, Any] = {}
     if settings.backend is Backend.ONNXRUNTIME:
         if settings.ort_shared_pool:
             kwargs["shared_pool"] = True  # one pool for all sessions: no idle pool competes with the running one
         else:
             kwargs["spinning"] = False  # idle spinning threads of one session would slow the next
-    first_kwargs = dict(kwargs, exporter=settings.exporter) if settings.backend is not Backend.TORCH else kwargs
-    first = stack.enter_context(make_runner(settings.backend, model, spec, **first_kwargs))
+    if settings.backend is Backend.TORCH:
+        first = stack.enter_context(make_runner(settings.backend, model, spec, **kwargs))
+    elif exported is not None:
+        first = stack.enter_context(make_runner(settings.backend, exported, spec, **kwargs))
+    else:
+        first = stack.enter_context(make_runner(settings.backend, model, spec, exporter=settings.exporter, **kwargs))
     runners = [first]
     for _ in range((settings.instances if count is None else count) - 1):
         if settings.backend is Backend.TORCH:
@@ -268,48 +301,95 @@ def open_instances(stack: ExitStack, model: torch.nn.Module, settings: MeasureSe
 
 
 def _open_runners(stack: ExitStack, config: NetworkConfig, probes: Sequence[Probe], settings: MeasureSettings,
-                  spec: RunnerSpec, progress: ProgressCallback, label: str) -> dict[str, list[Runner]]:
+                  spec: RunnerSpec, progress: ProgressCallback, label: str,
+                  exported: dict[str, Path]) -> dict[str, list[Runner]]:
+    """Open and warm up every instance of a block; ``exported`` maps probe keys to ONNX files
+    made earlier in this measurement (used, and filled in, so each network is exported once)."""
     runners: dict[str, list[Runner]] = {}
     for i, probe in enumerate(probes):
         progress(Progress(f"{label}: preparing networks", i, len(probes), probe.key))
         count = settings.baseline_instances if probe.key == BASELINE.key else settings.instances
-        runners[probe.key] = open_instances(stack, build_probe(config, probe), settings, spec, count)
+        path = exported.get(probe.key)
+        runners[probe.key] = open_instances(stack, build_probe(config, probe), settings, spec, count,
+                                            path if path is not None and path.is_file() else None)
+        onnx_path = getattr(runners[probe.key][0], "onnx_path", None)
+        if onnx_path is not None:
+            exported[probe.key] = Path(onnx_path)
     for i, (key, instances) in enumerate(runners.items()):
         progress(Progress(f"{label}: warming up", i, len(runners), key))
         for runner in instances:
             runner.warmup(settings.warmup_iters, settings.warmup_seconds)
+    progress(Progress(f"{label}: warming up in turn", 0, 1))
+    warm_interleaved([r for instances in runners.values() for r in instances], settings.warmup_passes,
+                     f"{settings.seed}/{label}")
+    progress(Progress(f"{label}: warming up in turn", 1, 1))
     return runners
 
 
-def _rounds(block: _BlockState, all_runners: dict[str, list[Runner]], settings: MeasureSettings,
+@dataclass(frozen=True)
+class BracketedRound:
+    """One interleaved round: each network's time, the mean of the two baseline runs around it,
+    and every baseline run in the order they ran."""
+
+    times: dict[str, float]
+    brackets: dict[str, float]
+    baseline: list[float]
+
+
+def time_bracketed(networks: Sequence[tuple[str, Runner]], baselines: Sequence[Runner], first: int) -> BracketedRound:
+    """Run ``B n1 B n2 ... nk B`` once, the networks in the given order.
+
+    Baseline run ``j`` of the round uses instance ``(first + j) % len(baselines)``; callers pass
+    ``first = round * (k + 1)`` so the instances rotate run by run across rounds.
+    """
+    bracket = [baselines[(first + j) % len(baselines)] for j in range(len(networks) + 1)]
+    before = bracket[0].time_once()
+    times, brackets, baseline = {}, {}, [before]
+    for j, (key, runner) in enumerate(networks, start=1):
+        t = runner.time_once()
+        after = bracket[j].time_once()
+        times[key], brackets[key] = t, (before + after) / 2
+        baseline.append(after)
+        before = after
+    return BracketedRound(times, brackets, baseline)
+
+
+def warm_interleaved(runners: Sequence[Runner], passes: int, seed: str) -> None:
+    """``passes`` untimed runs of every runner, each pass in a freshly shuffled order.
+
+    Each runner's own warm-up runs back to back; the first *interleaved* run of an instance
+    can still be far off (measured at 768x1536 with ONNX Runtime on the 2-core CI machine:
+    round 0 of a profile 15-21 % off the block's median vs 2-5 % for later rounds, the first
+    run of each instance in a fidelity check 7-8 % vs 2-4 %), so the rounds start only after
+    every instance has run in turn with the others.
+    """
+    order = list(runners)
+    for p in range(passes):
+        random.Random(f"{seed}/warm/{p}").shuffle(order)
+        for runner in order:
+            runner.warmup(1)
+
+
+def _rounds(block: _BlockState, all_runners: dict[str, list[Runner]], settings: MeasureSettings, until: int,
             save: Callable[[], None], progress: ProgressCallback, label: str) -> None:
+    """Time the block's rounds up to round ``until`` (exclusive), checkpointing each."""
     keys = [k for k in all_runners if k != BASELINE.key]
     baselines = all_runners[BASELINE.key]
-    while block.rounds_done < settings.rounds:
+    while block.rounds_done < until:
         instance = block.rounds_done % settings.instances
-        runners = {k: r[instance] for k, r in all_runners.items() if k != BASELINE.key}
-        first = block.rounds_done * (len(keys) + 1)  # the baseline instances rotate run by run
-        bracket = [baselines[(first + k) % len(baselines)] for k in range(len(keys) + 1)]
-
         progress(Progress(f"{label}: measuring", block.rounds_done, settings.rounds, f"round {block.rounds_done + 1}"))
         order = list(keys)
         # one generator per round, so a resumed run draws the same orders as an uninterrupted one
         random.Random(f"{settings.seed}/{label}/{block.rounds_done}").shuffle(order)
-        before = bracket[0].time_once()
-        round_samples, round_brackets, round_baseline = {}, {}, [before]
-        for k, key in enumerate(order, start=1):
-            t = runners[key].time_once()
-            after = bracket[k].time_once()
-            round_samples[key], round_brackets[key] = t, (before + after) / 2
-            round_baseline.append(after)
-            before = after
+        got = time_bracketed([(k, all_runners[k][instance]) for k in order], baselines,
+                             block.rounds_done * (len(keys) + 1))
         for key in keys:  # commit the round only when it is complete
-            block.samples.setdefault(key, []).append(round_samples[key])
-            block.brackets.setdefault(key, []).append(round_brackets[key])
-        block.baseline.extend(round_baseline)
+            block.samples.setdefault(key, []).append(got.times[key])
+            block.brackets.setdefault(key, []).append(got.brackets[key])
+        block.baseline.extend(got.baseline)
         block.rounds_done += 1
         save()
-    progress(Progress(f"{label}: measuring", settings.rounds, settings.rounds))
+    progress(Progress(f"{label}: measuring", block.rounds_done, settings.rounds))
 
 
 def run_measurement(
@@ -351,20 +431,23 @@ def run_measurement(
 
     with tempfile.TemporaryDirectory(prefix="casprof-") as tmp:
         spec = make_runner_spec(config, settings, device, Path(workdir) if workdir else Path(tmp))
-        for label, members in measurement_blocks(config):
-            block = state.blocks.setdefault(label, _BlockState())
-            if block.rounds_done >= settings.rounds:
-                continue
-            block_probes = [BASELINE, *members]
-            with ExitStack() as stack:
-                start = time.perf_counter()
-                runners = _open_runners(stack, config, block_probes, settings, spec, progress, label)
-                state.add_time("prepare_and_warmup", time.perf_counter() - start)
-                if not state.backend_info:
-                    state.backend_info = runners[BASELINE.key][0].info().to_dict()
-                start = time.perf_counter()
-                _rounds(block, runners, settings, save, progress, label)
-                state.add_time("timed_rounds", time.perf_counter() - start)
+        exported: dict[str, Path] = {}
+        for sweep in range(settings.sweeps):
+            until = rounds_after_sweep(settings, sweep)
+            for label, members in measurement_blocks(config):
+                block = state.blocks.setdefault(label, _BlockState())
+                if block.rounds_done >= until:
+                    continue
+                where = label if settings.sweeps == 1 else f"{label} (sweep {sweep + 1}/{settings.sweeps})"
+                with ExitStack() as stack:
+                    start = time.perf_counter()
+                    runners = _open_runners(stack, config, [BASELINE, *members], settings, spec, progress, where, exported)
+                    state.add_time("prepare_and_warmup", time.perf_counter() - start)
+                    if not state.backend_info:
+                        state.backend_info = runners[BASELINE.key][0].info().to_dict()
+                    start = time.perf_counter()
+                    _rounds(block, runners, settings, until, save, progress, where)
+                    state.add_time("timed_rounds", time.perf_counter() - start)
     if gpu_index is not None:
         state.gpu_states.append({"when": "end", **(sample_gpu_state(gpu_index) or {})})
     profile = build_profile(config, settings, device, hardware, state)

@@ -14,7 +14,7 @@ from casprof.measure import MeasureSettings, Progress, checkpoint_path, run_meas
 from casprof.profile import Profile
 from tests.conftest import TINY, TINY_RES
 
-SETTINGS = MeasureSettings(backend="torch", resolution=TINY_RES, threads=1, rounds=3, warmup_iters=1)
+SETTINGS = MeasureSettings(backend="torch", resolution=TINY_RES, threads=1, rounds=3, warmup_iters=1, sweeps=1)
 
 
 def _run(out: Path, settings: MeasureSettings = SETTINGS, **kw) -> Profile:
@@ -22,32 +22,37 @@ def _run(out: Path, settings: MeasureSettings = SETTINGS, **kw) -> Profile:
     return run_measurement(TINY, settings, resolve_device("cpu", hw), hw, out=out, **kw)
 
 
-def test_interrupted_measurement_resumes_without_remeasuring(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sweeps", [1, 2])
+def test_interrupted_measurement_resumes_without_remeasuring(tmp_path: Path, sweeps: int) -> None:
+    """Interrupted in the reduce block (with two sweeps: in the second sweep, after its first pass)."""
     out = tmp_path / "p.json"
+    settings = MeasureSettings(backend="torch", resolution=TINY_RES, threads=1, rounds=3, warmup_iters=1, sweeps=sweeps)
+    reduce_stage = "reduce: measuring" if sweeps == 1 else "reduce (sweep 2/2): measuring"
+    normal_stages = {"normal: measuring", "normal (sweep 1/2): measuring", "normal (sweep 2/2): measuring"}
 
     def interrupt(event: Progress) -> None:
-        if event.stage == "reduce: measuring" and event.done == 1:
+        if event.stage == reduce_stage and event.done == sweeps:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        _run(out, progress=interrupt)
+        _run(out, settings, progress=interrupt)
     assert not out.exists()
     ckpt = json.loads(checkpoint_path(out).read_text())
     assert ckpt["blocks"]["normal"]["rounds_done"] == 3
-    assert ckpt["blocks"]["reduce"]["rounds_done"] == 1
-    assert "ms" not in ckpt["blocks"]
+    assert ckpt["blocks"]["reduce"]["rounds_done"] == sweeps  # sweep 1 of 2 ran rounds 1-2 of every block
+    assert ("ms" in ckpt["blocks"]) == (sweeps == 2)
 
     seen: list[str] = []
-    profile = _run(out, resume=True, progress=lambda e: seen.append(e.stage))
+    profile = _run(out, settings, resume=True, progress=lambda e: seen.append(e.stage))
     assert not checkpoint_path(out).exists()
-    assert "normal: measuring" not in seen and "counting parameters and MACs" in seen
+    assert normal_stages.isdisjoint(seen) and "counting parameters and MACs" in seen
     raw = json.loads(out.read_text())
     for op, samples in ckpt["blocks"]["normal"]["samples"].items():
         assert raw["costs"]["normal"][op.split("/")[1]]["latency_ms"]["absolute"]["samples"] == samples
     for op, samples in ckpt["blocks"]["reduce"]["samples"].items():
         kept = raw["costs"]["reduce"][op.split("/")[1]]["latency_ms"]["absolute"]["samples"]
-        assert kept[0] == samples[0] and len(kept) == 3
-    assert profile.settings["rounds"] == 3
+        assert kept[:sweeps] == samples and len(kept) == 3
+    assert profile.settings["rounds"] == 3 and profile.settings["sweeps"] == sweeps
 
 
 def test_resume_with_other_settings_is_refused(tmp_path: Path) -> None:
@@ -78,7 +83,8 @@ def test_paired_differences_are_probe_minus_bracketing_baseline(tiny_profile_pat
 @pytest.mark.parametrize(
     "kwargs, message",
     [({"rounds": 2}, "At least 3"), ({"threads": 0}, "thread count"), ({"warmup_iters": -1}, "cannot be negative"),
-     ({"instances": 0}, "At least one instance"), ({"baseline_instances": 0}, "At least one instance")],
+     ({"warmup_passes": -1}, "cannot be negative"), ({"sweeps": 0}, "between 1 and the rounds"),
+     ({"rounds": 3, "sweeps": 4}, "between 1 and the rounds"), ({"instances": 0}, "At least one instance"), ({"baseline_instances": 0}, "At least one instance")],
 )
 def test_bad_settings(kwargs: dict, message: str) -> None:
     with pytest.raises(UserInputError, match=message):
@@ -97,22 +103,27 @@ def test_rounds_alternate_between_instances(tmp_path: Path) -> None:
     from casprof.backends.base import Runner
 
     used: list[int] = []
-    original = Runner.time_once
+    warmed: list[tuple[int, int]] = []
+    original, original_warmup = Runner.time_once, Runner.warmup
 
     def spy(self: Runner) -> float:
         used.append(id(self))
         return original(self)
 
+    def spy_warmup(self: Runner, min_iters: int = 3, min_seconds: float = 0.0) -> int:
+        warmed.append((id(self), min_iters))
+        return original_warmup(self, min_iters, min_seconds)
+
     settings = MeasureSettings(backend="onnxruntime", resolution=TINY_RES, threads=1, rounds=4, warmup_iters=0, instances=2,
-                               baseline_instances=3)
+                               baseline_instances=3, sweeps=1)
     from tests.conftest import MINI
 
     hw = detect_hardware()
-    Runner.time_once = spy  # type: ignore[method-assign]
+    Runner.time_once, Runner.warmup = spy, spy_warmup  # type: ignore[method-assign]
     try:
         profile = run_measurement(MINI, settings, resolve_device("cpu", hw), hw, out=tmp_path / "p.json")
     finally:
-        Runner.time_once = original  # type: ignore[method-assign]
+        Runner.time_once, Runner.warmup = original, original_warmup  # type: ignore[method-assign]
     from casprof.probes import measurement_blocks
 
     blocks = measurement_blocks(MINI)
@@ -128,5 +139,88 @@ def test_rounds_alternate_between_instances(tmp_path: Path) -> None:
     assert all(brackets[k] == brackets[k + 3] != brackets[k + 1] for k in range(len(brackets) - 3))  # run-by-run rotation
     assert profile.settings["baseline_instances"] == 3
     assert profile.settings["instances"] == 2
+    # before its rounds, every instance of the block ran once more, in turn with the others (one warm pass)
+    in_turn = [r for r, iters in warmed if iters == 1]
+    assert len(in_turn) == sum(2 * len(probes) + 3 for _, probes in blocks)
+    assert set(in_turn[:2 * 10 + 3]) == set(normal)
     assert profile.backend.details["intra_op_thread_pool"] == "per session"  # the shared pool is opt-in
     assert profile.backend.details["intra_op_spinning"] is False
+
+
+class _Scripted:
+    """A runner stand-in: ``time_once`` returns its next scripted time, ``warmup`` only logs."""
+
+    def __init__(self, name: str, times: list[float], log: list[str]) -> None:
+        self.name, self.times, self.log = name, list(times), log
+
+    def time_once(self) -> float:
+        self.log.append(self.name)
+        return self.times.pop(0)
+
+    def warmup(self, min_iters: int = 3, min_seconds: float = 0.0) -> int:
+        self.log.extend([f"warm:{self.name}"] * min_iters)
+        return min_iters
+
+
+def test_time_bracketed_pairs_each_network_with_the_runs_around_it() -> None:
+    from casprof.measure import time_bracketed
+
+    log: list[str] = []
+    baselines = [_Scripted(f"B{i}", [100.0 + i, 110.0 + i], log) for i in range(3)]
+    got = time_bracketed([("x", _Scripted("x", [150.0], log)), ("y", _Scripted("y", [170.0], log))], baselines, first=4)
+    assert log == ["B1", "x", "B2", "y", "B0"]  # baseline run j uses instance (first + j) % 3
+    assert got.baseline == [101.0, 102.0, 100.0]
+    assert got.times == {"x": 150.0, "y": 170.0}
+    assert got.brackets == {"x": 101.5, "y": 101.0}
+
+
+def test_warm_interleaved_runs_every_instance_once_per_pass_in_a_seeded_order() -> None:
+    from casprof.measure import warm_interleaved
+
+    def order(seed: str) -> list[str]:
+        log: list[str] = []
+        warm_interleaved([_Scripted(n, [], log) for n in "abcdef"], passes=2, seed=seed)
+        return log
+
+    first = order("s")
+    assert sorted(first[:6]) == sorted(first[6:]) == [f"warm:{n}" for n in "abcdef"]
+    assert first == order("s") and first[:6] != first[6:]  # reproducible, reshuffled each pass
+    assert order("s") != order("t")
+    log: list[str] = []
+    warm_interleaved([_Scripted("a", [], log)], passes=0, seed="s")
+    assert log == []
+
+
+def test_sweeps_spread_every_block_over_the_run_and_export_each_network_once(tmp_path: Path, monkeypatch) -> None:
+    from casprof.backends import onnxruntime_runner
+    from casprof.measure import iter_costs
+    from casprof.probes import measurement_blocks
+    from tests.conftest import MINI
+
+    exports: list[str] = []
+    real_export = onnxruntime_runner.export_onnx
+
+    def counting_export(model, *args, **kwargs):
+        exports.append(type(model).__name__)
+        return real_export(model, *args, **kwargs)
+
+    monkeypatch.setattr(onnxruntime_runner, "export_onnx", counting_export)
+    rounds: list[tuple[str, int]] = []
+
+    def record(event: Progress) -> None:
+        if event.stage.endswith(": measuring") and event.detail:
+            rounds.append((event.stage.removesuffix(": measuring"), event.done))
+
+    settings = MeasureSettings(backend="onnxruntime", resolution=TINY_RES, threads=1, rounds=5, warmup_iters=1, sweeps=2)
+    hw = detect_hardware()
+    profile = run_measurement(MINI, settings, resolve_device("cpu", hw), hw, out=tmp_path / "p.json", progress=record)
+    labels = [label for label, _ in measurement_blocks(MINI)]
+    # sweep 1 runs rounds 1-3 of every block in turn, sweep 2 rounds 4-5
+    expected = [(f"{label} (sweep 1/2)", r) for label in labels for r in range(3)]
+    expected += [(f"{label} (sweep 2/2)", r) for label in labels for r in range(3, 5)]
+    assert rounds == expected
+    probes = {p.key for _, members in measurement_blocks(MINI) for p in members}
+    assert len(exports) == len(probes) + 1  # every probe and the baseline once, reused by later blocks and sweeps
+    measured = [c for _, _, c in iter_costs(profile, "latency_ms") if c.measurement is not None]
+    assert measured and all(len(c.measurement.samples) == 5 for c in measured)
+    assert profile.settings["sweeps"] == 2

@@ -19,7 +19,7 @@ def fidelity(
     profile: ProfileOpt,
     samples: Annotated[int, typer.Option("--samples", "-n", help="Random genotypes to measure (at least 5).")] = 30,
     seed: SeedOpt = 0,
-    rounds: Annotated[int, typer.Option("--rounds", help="Timed runs per network, alternating between 2 instances (even).")] = 6,
+    rounds: Annotated[int, typer.Option("--rounds", help="Timed runs per network, alternating between 2 instances (even).")] = 12,
     extremes: Annotated[bool, typer.Option("--extremes/--no-extremes", help="Add the all-cheapest and all-most-expensive genotypes.")] = True,
     report: Annotated[Optional[Path], typer.Option("--report", help="Folder for fidelity.json, .md and .png (must exist).", show_default=False)] = None,
 ) -> None:
