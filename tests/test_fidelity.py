@@ -19,6 +19,7 @@ from casprof.fidelity_metrics import agreement, linear_fit, proxy_agreement, ret
 from casprof.hardware import HardwareFingerprint
 from casprof.ops import CELL_TYPES
 from casprof.profile import Profile
+from tests._runner_support import ScriptedRunner
 
 runner = CliRunner()
 
@@ -131,24 +132,13 @@ def test_fidelity_console_script_measures_and_reports(tiny_profile_path: Path, t
     assert (tmp_path / "fidelity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-class _Scripted:
-    """A runner stand-in whose ``time_once`` returns the next of its scripted times (bracketing arithmetic only)."""
-
-    def __init__(self, name: str, times: list[float], log: list[str]) -> None:
-        self.name, self.times, self.log = name, list(times), log
-
-    def time_once(self) -> float:
-        self.log.append(self.name)
-        return self.times.pop(0)
-
-
 def test_runs_are_bracketed_by_rotating_baseline_instances() -> None:
     from casprof.fidelity import time_networks
 
     log: list[str] = []
-    baselines = [_Scripted("B0", [100.0, 104.0, 108.0], log), _Scripted("B1", [102.0, 106.0, 110.0], log)]
-    runners = {"a": [_Scripted("a0", [150.0], log), _Scripted("a1", [160.0], log)],
-               "b": [_Scripted("b0", [250.0], log), _Scripted("b1", [260.0], log)]}
+    baselines = [ScriptedRunner("B0", [100.0, 104.0, 108.0], log), ScriptedRunner("B1", [102.0, 106.0, 110.0], log)]
+    runners = {"a": [ScriptedRunner("a0", [150.0], log), ScriptedRunner("a1", [160.0], log)],
+               "b": [ScriptedRunner("b0", [250.0], log), ScriptedRunner("b1", [260.0], log)]}
     got = time_networks(runners, baselines, rounds=2, seed=0, progress=lambda p: None)
     # each round is B n B n B: baseline runs at positions 0, 2, 4 and 5, 7, 9, the instances in turn
     assert [log[i] for i in (0, 2, 4, 5, 7, 9)] == ["B0", "B1", "B0", "B1", "B0", "B1"]

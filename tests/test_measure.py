@@ -13,6 +13,7 @@ from casprof.hardware import detect_hardware
 from casprof.measure import MeasureSettings, Progress, checkpoint_path, run_measurement
 from casprof.profile import Profile
 from tests.conftest import TINY, TINY_RES
+from tests._runner_support import ScriptedRunner
 
 SETTINGS = MeasureSettings(backend="torch", resolution=TINY_RES, threads=1, rounds=3, warmup_iters=1, sweeps=1)
 
@@ -147,27 +148,12 @@ def test_rounds_alternate_between_instances(tmp_path: Path) -> None:
     assert profile.backend.details["intra_op_spinning"] is False
 
 
-class _Scripted:
-    """A runner stand-in: ``time_once`` returns its next scripted time, ``warmup`` only logs."""
-
-    def __init__(self, name: str, times: list[float], log: list[str]) -> None:
-        self.name, self.times, self.log = name, list(times), log
-
-    def time_once(self) -> float:
-        self.log.append(self.name)
-        return self.times.pop(0)
-
-    def warmup(self, min_iters: int = 3, min_seconds: float = 0.0) -> int:
-        self.log.extend([f"warm:{self.name}"] * min_iters)
-        return min_iters
-
-
 def test_time_bracketed_pairs_each_network_with_the_runs_around_it() -> None:
     from casprof.measure import time_bracketed
 
     log: list[str] = []
-    baselines = [_Scripted(f"B{i}", [100.0 + i, 110.0 + i], log) for i in range(3)]
-    got = time_bracketed([("x", _Scripted("x", [150.0], log)), ("y", _Scripted("y", [170.0], log))], baselines, first=4)
+    baselines = [ScriptedRunner(f"B{i}", [100.0 + i, 110.0 + i], log) for i in range(3)]
+    got = time_bracketed([("x", ScriptedRunner("x", [150.0], log)), ("y", ScriptedRunner("y", [170.0], log))], baselines, first=4)
     assert log == ["B1", "x", "B2", "y", "B0"]  # baseline run j uses instance (first + j) % 3
     assert got.baseline == [101.0, 102.0, 100.0]
     assert got.times == {"x": 150.0, "y": 170.0}
@@ -179,7 +165,7 @@ def test_warm_interleaved_runs_every_instance_once_per_pass_in_a_seeded_order() 
 
     def order(seed: str) -> list[str]:
         log: list[str] = []
-        warm_interleaved([_Scripted(n, [], log) for n in "abcdef"], passes=2, seed=seed)
+        warm_interleaved([ScriptedRunner(n, [], log) for n in "abcdef"], passes=2, seed=seed)
         return log
 
     first = order("s")
@@ -187,7 +173,7 @@ def test_warm_interleaved_runs_every_instance_once_per_pass_in_a_seeded_order() 
     assert first == order("s") and first[:6] != first[6:]  # reproducible, reshuffled each pass
     assert order("s") != order("t")
     log: list[str] = []
-    warm_interleaved([_Scripted("a", [], log)], passes=0, seed="s")
+    warm_interleaved([ScriptedRunner("a", [], log)], passes=0, seed="s")
     assert log == []
 
 
