@@ -47,7 +47,7 @@ from casprof.fidelity_metrics import Agreement, LinearFit, agreement, proxy_agre
 from casprof.genotype import Genotype, random_genotype, uniform_genotype
 from casprof.hardware import HardwareFingerprint
 from casprof.measure import (MeasureSettings, Progress, ProgressCallback, make_runner_spec, open_instances, time_bracketed,
-                             warm_interleaved)
+                             warm_up)
 from casprof.network import CASNetwork
 from casprof.probes import BASELINE, build_probe
 from casprof.ops import CELL_TYPES, candidate_ops
@@ -340,12 +340,8 @@ def _measure_block(models: dict[str, torch.nn.Module], baseline: torch.nn.Module
             progress(Progress(f"preparing networks ({where})", i, len(models), name))
             runners[name] = open_instances(stack, model, msettings, spec)
         baselines = open_instances(stack, baseline, msettings, spec, settings.baseline_instances)
-        for i, (name, instances) in enumerate([*runners.items(), ("baseline", baselines)]):
-            progress(Progress(f"warming up ({where})", i, len(runners) + 1, name))
-            for runner in instances:
-                runner.warmup(msettings.warmup_iters, msettings.warmup_seconds)
-        warm_interleaved([r for instances in runners.values() for r in instances] + baselines,
-                         msettings.warmup_passes, f"fidelity/{settings.seed}/{index}")
+        warm_up({**runners, "baseline": baselines}, msettings, f"warming up ({where})", f"fidelity/{settings.seed}/{index}",
+                progress)
         return time_networks(runners, baselines, settings.rounds, settings.seed * 1000 + index, progress)
 
 

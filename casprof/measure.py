@@ -24,7 +24,7 @@ import json
 import random
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -315,15 +315,21 @@ def _open_runners(stack: ExitStack, config: NetworkConfig, probes: Sequence[Prob
         onnx_path = getattr(runners[probe.key][0], "onnx_path", None)
         if onnx_path is not None:
             exported[probe.key] = Path(onnx_path)
-    for i, (key, instances) in enumerate(runners.items()):
-        progress(Progress(f"{label}: warming up", i, len(runners), key))
+    warm_up(runners, settings, f"{label}: warming up", f"{settings.seed}/{label}", progress)
+    return runners
+
+
+def warm_up(groups: Mapping[str, Sequence[Runner]], settings: MeasureSettings, stage: str, seed: str,
+            progress: ProgressCallback) -> None:
+    """Each instance's own warm-up runs (``warmup_iters``, ``warmup_seconds``), then
+    ``warmup_passes`` interleaved passes over all of them (:func:`warm_interleaved`)."""
+    for i, (key, instances) in enumerate(groups.items()):
+        progress(Progress(stage, i, len(groups), key))
         for runner in instances:
             runner.warmup(settings.warmup_iters, settings.warmup_seconds)
-    progress(Progress(f"{label}: warming up in turn", 0, 1))
-    warm_interleaved([r for instances in runners.values() for r in instances], settings.warmup_passes,
-                     f"{settings.seed}/{label}")
-    progress(Progress(f"{label}: warming up in turn", 1, 1))
-    return runners
+    progress(Progress(f"{stage} in turn", 0, 1))
+    warm_interleaved([r for instances in groups.values() for r in instances], settings.warmup_passes, seed)
+    progress(Progress(f"{stage} in turn", 1, 1))
 
 
 @dataclass(frozen=True)
