@@ -50,6 +50,10 @@ def test_devices_lists_the_registry() -> None:
         (["measure", "--device", "cpu", "--resolution", "16384x32768"], "larger than the supported maximum"),
         (["measure", "--device", "cpu", "--precision", "fp16"], "fp16 is measured only on a CUDA GPU"),
         (["measure", "--device", "cpu", "--backend", "tensorrt"], "TensorRT runs only on a CUDA GPU"),
+        (["measure", "--device", "cpu", "--sweeps", "0"], "The sweeps must be between 1 and the rounds"),
+        (["measure", "--device", "cpu", "--rounds", "3", "--sweeps", "4"], "The sweeps must be between 1 and the rounds (3)"),
+        (["measure", "--device", "cpu", "--warmup-passes", "-1"], "cannot be negative"),
+        (["measure", "--device", "cpu", "--baseline-instances", "0"], "At least one instance"),
     ],
 )
 def test_measure_bad_input(tmp_path: Path, args: list[str], message: str) -> None:
