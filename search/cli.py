@@ -27,7 +27,6 @@ from search.settings import DEFAULT_ARCH_LR, DEFAULT_LAMBDA, ArchOrder, CostSupp
 if TYPE_CHECKING:
     from rich.progress import Progress
 
-    from search.distributed import DistContext
     from search.run import SearchProgress, SearchResult
     from search.sweep import SweepResult
 
@@ -186,12 +185,6 @@ def _stats(p: SearchProgress) -> str:
     )
 
 
-def _dist(device: str) -> DistContext | None:
-    from search.distributed import init_distributed
-
-    return init_distributed(device)
-
-
 def _warn(text: str) -> None:
     err_console.print(Text.assemble(("Warning:", "bold yellow"), " ", text), highlight=False)
 
@@ -255,21 +248,21 @@ def search(
 
 def run_one(settings: SearchSettings, out_dir: Path, *, resume: bool) -> SearchResult:
     """Run one search with a progress bar on stderr; print the summary on stdout (rank 0 only)."""
+    from search.distributed import distributed
     from search.run import prepare, run_search
 
-    dist = _dist(settings.device)
-    is_main = dist is None or dist.is_main
-    if not is_main:
-        return run_search(settings, out_dir, resume=resume, dist=dist)
-    for warning in prepare(settings, dist).warnings:  # say it before the search starts, and again at the end
-        _warn(warning)
-    with _progress_bar() as bar:
-        task = bar.add_task("search", total=settings.iters, stats="")
+    with distributed(settings.device) as dist:
+        if dist is not None and not dist.is_main:
+            return run_search(settings, out_dir, resume=resume, dist=dist)
+        for warning in prepare(settings, dist).warnings:  # say it before the search starts, and again at the end
+            _warn(warning)
+        with _progress_bar() as bar:
+            task = bar.add_task("search", total=settings.iters, stats="")
 
-        def report(p: SearchProgress) -> None:
-            bar.update(task, completed=p.iteration, total=p.total, stats=_stats(p))
+            def report(p: SearchProgress) -> None:
+                bar.update(task, completed=p.iteration, total=p.total, stats=_stats(p))
 
-        result = run_search(settings, out_dir, resume=resume, progress=report, dist=dist)
+            result = run_search(settings, out_dir, resume=resume, progress=report, dist=dist)
     for warning in _warnings(result):
         _warn(warning)
     typer.echo(_summary(result))
@@ -322,22 +315,23 @@ def sweep(
 
 def sweep_all(settings: SearchSettings, lambdas: tuple[float, ...], out_dir: Path, *, resume: bool) -> SweepResult | None:
     """Run the sweep with one progress bar per lambda (rank 0); returns None on the other ranks."""
+    from search.distributed import distributed
     from search.sweep import run_sweep
 
-    dist = _dist(settings.device)
-    if dist is not None and not dist.is_main:
-        run_sweep(settings, lambdas, out_dir, resume=resume, dist=dist)
-        return None
-    with _progress_bar() as bar:
-        tasks: dict[float, Any] = {}
+    with distributed(settings.device) as dist:
+        if dist is not None and not dist.is_main:
+            run_sweep(settings, lambdas, out_dir, resume=resume, dist=dist)
+            return None
+        with _progress_bar() as bar:
+            tasks: dict[float, Any] = {}
 
-        def report(lam: float, p: SearchProgress) -> None:
-            if lam not in tasks:
-                tasks[lam] = bar.add_task(f"λ={lam:g}", total=p.total, stats="")
-            bar.update(tasks[lam], completed=p.iteration, total=p.total, stats=_stats(p))
+            def report(lam: float, p: SearchProgress) -> None:
+                if lam not in tasks:
+                    tasks[lam] = bar.add_task(f"λ={lam:g}", total=p.total, stats="")
+                bar.update(tasks[lam], completed=p.iteration, total=p.total, stats=_stats(p))
 
-        result = run_sweep(settings, lambdas, out_dir, resume=resume, progress=report, announce=lambda m: bar.console.print(Text(m), highlight=False), dist=dist)
-    return result
+            announce = lambda m: bar.console.print(Text(m), highlight=False)  # noqa: E731
+            return run_sweep(settings, lambdas, out_dir, resume=resume, progress=report, announce=announce, dist=dist)
 
 
 def main() -> None:

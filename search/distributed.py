@@ -10,7 +10,8 @@ same way, so alphas are identical on every rank. Only rank 0 writes files.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -49,6 +50,25 @@ def init_distributed(device: str) -> DistContext | None:
     if not dist.is_initialized():
         dist.init_process_group(backend=backend, rank=rank, world_size=world)
     return DistContext(rank, world, local_rank, backend, dev)
+
+
+@contextmanager
+def distributed(device: str) -> Iterator[DistContext | None]:
+    """``init_distributed`` for the length of a command, then leave the process group.
+
+    After a normal end every rank waits for the others (rank 0 writes files last) and the group is
+    destroyed before the interpreter exits: a rank that exits with its gloo group still alive while
+    another still works can abort in the group's teardown ("terminate called without an active
+    exception"), which fails the whole torchrun job. After an error the group is destroyed without
+    the barrier (the other ranks may never reach it).
+    """
+    ctx = init_distributed(device)
+    try:
+        yield ctx
+        barrier(ctx)
+    finally:
+        if ctx is not None and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def _active(ctx: DistContext | None) -> bool:

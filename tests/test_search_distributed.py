@@ -100,3 +100,48 @@ def test_alphas_identical_across_ranks(tmp_path: Path) -> None:
 
 if __name__ == "__main__":
     _entry(Path(sys.argv[1]), Path(sys.argv[2]))
+
+
+def _one_rank_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    with socket.socket() as s:  # a free port for the rendezvous store
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0",
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}.items():
+        monkeypatch.setenv(key, value)
+
+
+def test_distributed_leaves_the_group_after_a_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cas train`/`cas search` hold the process group for the command only: destroyed at its end, and after an error."""
+    import torch
+    import torch.distributed as dist
+
+    from search.distributed import distributed
+
+    _one_rank_env(monkeypatch)
+    with distributed("cpu") as ctx:
+        assert ctx is not None and ctx.backend == "gloo" and dist.is_initialized()
+        t = torch.ones(3)
+        dist.all_reduce(t)
+        assert t.tolist() == [1.0, 1.0, 1.0]
+    assert not dist.is_initialized()
+
+    _one_rank_env(monkeypatch)
+    with pytest.raises(RuntimeError, match="boom"):
+        with distributed("cpu"):
+            raise RuntimeError("boom")
+    assert not dist.is_initialized()
+
+
+def test_distributed_outside_torchrun_is_a_no_op(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch.distributed as dist
+
+    from search.distributed import distributed
+
+    for key in ("RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(key, raising=False)
+    with distributed("cpu") as ctx:
+        assert ctx is None
+    assert not dist.is_initialized()

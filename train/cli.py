@@ -76,7 +76,7 @@ def train(
     (plain state_dicts for `cas deploy export --weights` and `cas eval --weights`) and result.json.
     Under torchrun every rank trains (DistributedDataParallel) and rank 0 writes.
     """
-    from search.distributed import init_distributed
+    from search.distributed import distributed
     from train.loop import run_train
 
     net = Genotype.load(genotype)
@@ -89,10 +89,10 @@ def train(
         cadence=Cadence(log_every=log_every, eval_every=eval_every, checkpoint_every=checkpoint_every, eval_limit=eval_limit),
         num_workers=workers, device=device,
     )
-    ctx = init_distributed(device)
-    is_main = ctx is None or ctx.is_main
-    with _Bar("training", enabled=is_main) as bar:
-        result = run_train(settings, out, resume=resume, progress=bar.train_report, dist=ctx)
+    with distributed(device) as ctx:
+        is_main = ctx is None or ctx.is_main
+        with _Bar("training", enabled=is_main) as bar:
+            result = run_train(settings, out, resume=resume, progress=bar.train_report, dist=ctx)
     if is_main:
         typer.echo(
             f"Trained {result.iterations} iterations in {result.out_dir}: best validation mIoU "
