@@ -16,6 +16,7 @@ network at 64x128 first, then checks it with 5 genotypes; its files go to a temp
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 import tempfile
 from pathlib import Path
@@ -66,6 +67,8 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, default=None, help="default: profiles/cpu-<digest8>-<backend>-fp32-768x1536.json")
     parser.add_argument("--samples", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=FidelitySettings.rounds)
+    parser.add_argument("--sweeps", type=int, default=FidelitySettings.sweeps)
+    parser.add_argument("--tag", default="", help="suffix of the result files' names (e.g. a profile variant)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--short", action="store_true", help="tiny network at 64x128, 5 genotypes, 2 rounds")
     parser.add_argument("--results", type=Path, default=None, help="output folder (default: benchmarks/results; --short: a temporary folder)")
@@ -75,23 +78,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="fidelity-bench-") as tmp:
         if args.short:
             profile_path = args.profile or short_profile(args.backend, Path(tmp))
-            settings = FidelitySettings(samples=5, seed=args.seed, rounds=2)
+            settings = FidelitySettings(samples=5, seed=args.seed, rounds=2, sweeps=1)
             results = args.results or Path(tmp)
         else:
             profile_path = args.profile or ROOT / "profiles" / f"cpu-{hw.digest()[:8]}-{args.backend}-fp32-768x1536.json"
-            settings = FidelitySettings(samples=args.samples, seed=args.seed, rounds=args.rounds)
+            settings = FidelitySettings(samples=args.samples, seed=args.seed, rounds=args.rounds, sweeps=args.sweeps)
             results = args.results or RESULTS
         profile = Profile.load(profile_path)
         report = run_fidelity(profile, hw, settings, profile_path=profile_path,
                               progress=lambda e: print(f"  {e.stage}: {e.done}/{e.total} {e.detail}", flush=True)
                               if e.done == e.total else None)
         results.mkdir(parents=True, exist_ok=True)
-        stem = f"fidelity_cpu_{args.backend}_{hw.digest()}" + ("_short" if args.short else "")
+        stem = f"fidelity_cpu_{args.backend}_{hw.digest()}" + ("_short" if args.short else "") + (f"_{args.tag}" if args.tag else "")
         paths = write_report(report, results, stem)
         checks = targets(report)
         data = json.loads(paths["json"].read_text())
         data["targets"] = checks
-        data["command"] = "python benchmarks/fidelity_cpu.py --backend " + args.backend + (" --short" if args.short else "")
+        data["command"] = "python benchmarks/fidelity_cpu.py " + " ".join(sys.argv[1:])
         atomic_write_json(paths["json"], data)
         table = ["## Targets", "", "| figure | value | target | met |", "| --- | ---: | ---: | --- |"]
         table += [f"| {c['figure']} | {c['value']} | {c['target']} | {'yes' if c['met'] else '**no**'} |" for c in checks]

@@ -7,7 +7,9 @@ precision, resolution and thread count. The timing follows the profile's protoco
 (:mod:`casprof.measure`): every network has two independent instances (two ONNX Runtime
 sessions, two PyTorch module copies); in every round all networks of a block run once in a
 freshly shuffled order, round r on instance r % 2, each run bracketed by runs of the profile's
-baseline network (the all-identity probe, rotating through several instances).
+baseline network (the all-identity probe, rotating through several instances). The networks are
+timed in blocks (a few at a time, for memory), and the rounds are spread over sweeps over all
+blocks, as a profile spreads its rounds: each sweep opens new instances of the block's networks.
 
 A network's measured latency is *anchored*: the median over rounds of (its time minus the mean of
 its two bracketing baseline runs), plus the profile's c'_id. This is how the profile measured its
@@ -46,7 +48,7 @@ from casprof.errors import UserInputError
 from casprof.fidelity_metrics import Agreement, LinearFit, agreement, proxy_agreement, retest_error
 from casprof.genotype import Genotype, random_genotype, uniform_genotype
 from casprof.hardware import HardwareFingerprint
-from casprof.measure import (MeasureSettings, Progress, ProgressCallback, make_runner_spec, open_instances, time_bracketed,
+from casprof.measure import (MeasureSettings, Progress, ProgressCallback, make_runner_spec, open_reusing, time_bracketed,
                              warm_up)
 from casprof.network import CASNetwork
 from casprof.probes import BASELINE, build_probe
@@ -76,14 +78,19 @@ class FidelitySettings:
             memory at once (64 ONNX Runtime sessions at 768x1536 do not fit in 24 GiB).
         baseline_instances: instances of the baseline network in each block, rotated bracket
             by bracket (see :class:`casprof.measure.MeasureSettings`).
+        sweeps: passes over all blocks that share the rounds, as in a profile measurement
+            (:class:`casprof.measure.MeasureSettings`): every block is re-opened in each pass
+            (new sessions or module copies, ONNX exported once), so a network's median mixes
+            windows spread over the check instead of one slow or fast spell of its block.
     """
 
     samples: int = 30
     seed: int = 0
-    rounds: int = 12
+    rounds: int = 24
     extremes: bool = True
     block_size: int = 8
     baseline_instances: int = 4
+    sweeps: int = 2
 
     def __post_init__(self) -> None:
         if self.samples < MIN_SAMPLES:
@@ -94,10 +101,17 @@ class FidelitySettings:
             raise UserInputError(f"A block must hold at least 2 networks, got {self.block_size}.")
         if self.baseline_instances < 1:
             raise UserInputError(f"At least one baseline instance is needed, got {self.baseline_instances}.")
+        if not 1 <= self.sweeps <= self.rounds:
+            raise UserInputError(f"The sweeps must be between 1 and the number of rounds ({self.rounds}), got {self.sweeps}.")
+
+    def sweep_rounds(self, sweep: int) -> range:
+        """The (global) indices of the rounds that sweep ``sweep`` (0-based) runs."""
+        return range(-(-self.rounds * sweep // self.sweeps), -(-self.rounds * (sweep + 1) // self.sweeps))
 
     def to_dict(self) -> dict[str, Any]:
         return {"samples": self.samples, "seed": self.seed, "rounds": self.rounds, "extremes": self.extremes,
                 "instances": INSTANCES, "block_size": self.block_size, "baseline_instances": self.baseline_instances,
+                "sweeps": self.sweeps,
                 "measured": "anchored: c'_id of the profile + median over rounds of (network time - mean of the two "
                             "baseline runs that bracket it); raw: median of the network's times"}
 
@@ -307,16 +321,16 @@ class BlockTimes:
     baseline: list[float]
 
 
-def time_networks(runners: dict[str, list[Runner]], baselines: Sequence[Runner], rounds: int, seed: int,
-                  progress: ProgressCallback) -> BlockTimes:
+def time_networks(runners: dict[str, list[Runner]], baselines: Sequence[Runner], rounds: range, seed: int,
+                  progress: ProgressCallback, into: BlockTimes | None = None) -> BlockTimes:
     """Interleaved, bracketed rounds (:func:`casprof.measure.time_bracketed`): ``B n1 B n2 ... B``
-    with the networks in a seeded shuffled order, network instance r % 2, the baseline instances
-    rotating run by run."""
+    with the networks in a seeded shuffled order, network instance r % 2 for (global) round r, the
+    baseline instances rotating run by run. Appends to ``into`` (a block's earlier sweeps) if given."""
     names = list(runners)
-    out = BlockTimes({k: tuple([] for _ in v) for k, v in runners.items()},
-                     {k: tuple([] for _ in v) for k, v in runners.items()}, [])
-    for r in range(rounds):
-        progress(Progress("measuring", r, rounds, f"round {r + 1}"))
+    out = into if into is not None else BlockTimes({k: tuple([] for _ in v) for k, v in runners.items()},
+                                                   {k: tuple([] for _ in v) for k, v in runners.items()}, [])
+    for done, r in enumerate(rounds):
+        progress(Progress("measuring", done, len(rounds), f"round {r + 1}"))
         order = list(names)
         random.Random(f"fidelity/{seed}/{r}").shuffle(order)
         got = time_bracketed([(n, runners[n][r % len(runners[n])]) for n in order], baselines, r * (len(names) + 1))
@@ -325,24 +339,41 @@ def time_networks(runners: dict[str, list[Runner]], baselines: Sequence[Runner],
             out.times[name][i].append(got.times[name])
             out.brackets[name][i].append(got.brackets[name])
         out.baseline.extend(got.baseline)
-    progress(Progress("measuring", rounds, rounds))
+    progress(Progress("measuring", len(rounds), len(rounds)))
     return out
 
 
-def _measure_block(models: dict[str, torch.nn.Module], baseline: torch.nn.Module, msettings: MeasureSettings,
-                   spec: RunnerSpec, settings: FidelitySettings, index: int, count: int,
-                   progress: ProgressCallback) -> BlockTimes:
-    """Prepare, warm up and time one block of networks; its sessions are closed on return."""
-    where = f"block {index + 1}/{count}"
-    with ExitStack() as stack:
-        runners: dict[str, list[Runner]] = {}
-        for i, (name, model) in enumerate(models.items()):
-            progress(Progress(f"preparing networks ({where})", i, len(models), name))
-            runners[name] = open_instances(stack, model, msettings, spec)
-        baselines = open_instances(stack, baseline, msettings, spec, settings.baseline_instances)
-        warm_up({**runners, "baseline": baselines}, msettings, f"warming up ({where})", f"fidelity/{settings.seed}/{index}",
-                progress)
-        return time_networks(runners, baselines, settings.rounds, settings.seed * 1000 + index, progress)
+@dataclass
+class _Blocks:
+    """Opens, warms up and times the check's blocks, one at a time, sweep after sweep.
+
+    ``exported`` keeps every network's ONNX file from its first opening, so a later sweep opens
+    new sessions on the same file instead of exporting again.
+    """
+
+    blocks: list[dict[str, torch.nn.Module]]
+    baseline: torch.nn.Module
+    msettings: MeasureSettings
+    spec: RunnerSpec
+    settings: FidelitySettings
+    progress: ProgressCallback
+    exported: dict[str, Path] = field(default_factory=dict)
+
+    def measure(self, index: int, sweep: int, into: BlockTimes | None) -> BlockTimes:
+        """Run block ``index``'s rounds of sweep ``sweep``; its sessions are closed on return."""
+        s = self.settings
+        where = f"block {index + 1}/{len(self.blocks)}" + (f", sweep {sweep + 1}/{s.sweeps}" if s.sweeps > 1 else "")
+        models = self.blocks[index]
+        with ExitStack() as stack:
+            runners: dict[str, list[Runner]] = {}
+            for i, (name, model) in enumerate(models.items()):
+                self.progress(Progress(f"preparing networks ({where})", i, len(models), name))
+                runners[name] = open_reusing(stack, name, model, self.msettings, self.spec, None, self.exported)
+            baselines = open_reusing(stack, BASELINE.key, self.baseline, self.msettings, self.spec, s.baseline_instances,
+                                     self.exported)
+            warm_up({**runners, BASELINE.key: baselines}, self.msettings, f"warming up ({where})",
+                    f"fidelity/{s.seed}/{index}/{sweep}", self.progress)
+            return time_networks(runners, baselines, s.sweep_rounds(sweep), s.seed * 1000 + index, self.progress, into)
 
 
 def run_fidelity(
@@ -372,19 +403,17 @@ def run_fidelity(
         exact[name] = (float(count_macs(model, shape).total), float(count_params(model)))
     progress(Progress("counting parameters and MACs", len(models), len(models)))
     names = list(models)
-    blocks = [names[i:i + settings.block_size] for i in range(0, len(names), settings.block_size)]
-    times: dict[str, tuple[list[float], ...]] = {}
-    brackets: dict[str, tuple[list[float], ...]] = {}
-    baseline_runs: list[float] = []
-    baseline_model = build_probe(profile.network, BASELINE)
+    blocks = [{n: models[n] for n in names[i:i + settings.block_size]} for i in range(0, len(names), settings.block_size)]
+    measured: dict[int, BlockTimes] = {}
     with tempfile.TemporaryDirectory(prefix="casprof-fidelity-") as tmp:
         spec = make_runner_spec(profile.network, msettings, device, Path(tmp))
-        for b, block in enumerate(blocks):
-            got = _measure_block({n: models[n] for n in block}, baseline_model, msettings, spec, settings, b,
-                                 len(blocks), progress)
-            times.update(got.times)
-            brackets.update(got.brackets)
-            baseline_runs.extend(got.baseline)
+        plan = _Blocks(blocks, build_probe(profile.network, BASELINE), msettings, spec, settings, progress)
+        for sweep in range(settings.sweeps):
+            for b in range(len(blocks)):
+                measured[b] = plan.measure(b, sweep, measured.get(b))
+    times = {k: v for got in measured.values() for k, v in got.times.items()}
+    brackets = {k: v for got in measured.values() for k, v in got.brackets.items()}
+    baseline_runs = [t for got in measured.values() for t in got.baseline]
     uniform = dataclasses.replace(profile, edge_model=None) if profile.edge_model is not None else None
     lat = Metric.LATENCY_MS.value
     base = profile.baseline[lat].value

@@ -27,6 +27,9 @@ class Agreement:
         within_10: share within +-10%.
         kendall_tau, spearman_rho: rank correlations (``None`` with fewer than 2 distinct values).
         n: number of pairs.
+        bias: the mean signed percentage error (a level shift: all predictions too high or too low).
+        spread: the standard deviation of the signed percentage errors around ``bias`` (the
+            scatter, which is what reorders networks; MAPE mixes both).
     """
 
     mape: float
@@ -36,6 +39,8 @@ class Agreement:
     kendall_tau: float | None
     spearman_rho: float | None
     n: int
+    bias: float = 0.0
+    spread: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,7 +68,8 @@ def _correlation(value: float) -> float | None:
 def agreement(predicted: Sequence[float], measured: Sequence[float]) -> Agreement:
     """MAPE, worst error, shares within +-5% / +-10%, Kendall tau and Spearman rho."""
     p, m = _arrays(predicted, measured)
-    err = np.abs(100.0 * (p - m) / m)
+    signed = 100.0 * (p - m) / m
+    err = np.abs(signed)
     constant = np.ptp(p) == 0 or np.ptp(m) == 0
     tau = None if constant else _correlation(stats.kendalltau(p, m).statistic)
     rho = None if constant else _correlation(stats.spearmanr(p, m).statistic)
@@ -75,6 +81,8 @@ def agreement(predicted: Sequence[float], measured: Sequence[float]) -> Agreemen
         kendall_tau=tau,
         spearman_rho=rho,
         n=int(p.size),
+        bias=float(signed.mean()),
+        spread=float(signed.std()),
     )
 
 

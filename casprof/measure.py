@@ -300,6 +300,18 @@ def open_instances(stack: ExitStack, model: torch.nn.Module, settings: MeasureSe
     return runners
 
 
+def open_reusing(stack: ExitStack, key: str, model: torch.nn.Module, settings: MeasureSettings, spec: RunnerSpec,
+                 count: int | None, exported: dict[str, Path]) -> list[Runner]:
+    """:func:`open_instances` on the ONNX file exported earlier for ``key`` if there is one;
+    a new export is recorded in ``exported`` (so later sweeps open sessions without exporting)."""
+    path = exported.get(key)
+    runners = open_instances(stack, model, settings, spec, count, path if path is not None and path.is_file() else None)
+    onnx_path = getattr(runners[0], "onnx_path", None)
+    if onnx_path is not None:
+        exported[key] = Path(onnx_path)
+    return runners
+
+
 def _open_runners(stack: ExitStack, config: NetworkConfig, probes: Sequence[Probe], settings: MeasureSettings,
                   spec: RunnerSpec, progress: ProgressCallback, label: str,
                   exported: dict[str, Path]) -> dict[str, list[Runner]]:
@@ -309,12 +321,7 @@ def _open_runners(stack: ExitStack, config: NetworkConfig, probes: Sequence[Prob
     for i, probe in enumerate(probes):
         progress(Progress(f"{label}: preparing networks", i, len(probes), probe.key))
         count = settings.baseline_instances if probe.key == BASELINE.key else settings.instances
-        path = exported.get(probe.key)
-        runners[probe.key] = open_instances(stack, build_probe(config, probe), settings, spec, count,
-                                            path if path is not None and path.is_file() else None)
-        onnx_path = getattr(runners[probe.key][0], "onnx_path", None)
-        if onnx_path is not None:
-            exported[probe.key] = Path(onnx_path)
+        runners[probe.key] = open_reusing(stack, probe.key, build_probe(config, probe), settings, spec, count, exported)
     warm_up(runners, settings, f"{label}: warming up", f"{settings.seed}/{label}", progress)
     return runners
 

@@ -30,6 +30,10 @@ def test_agreement_on_hand_computed_errors() -> None:
     assert a.worst == pytest.approx(10.0)
     assert a.within_5 == pytest.approx(0.5) and a.within_10 == pytest.approx(1.0)
     assert a.kendall_tau == pytest.approx(1.0) and a.spearman_rho == pytest.approx(1.0)
+    assert a.bias == pytest.approx(0.0) and a.spread == pytest.approx(62.5 ** 0.5)  # mean of 25, 25, 100, 100
+    shifted = agreement([104.0, 208.0, 312.0], [100.0, 200.0, 300.0])  # all +4 %: a level shift, no scatter
+    assert shifted.bias == pytest.approx(4.0) and shifted.spread == pytest.approx(0.0, abs=1e-9)
+    assert shifted.mape == pytest.approx(4.0) and shifted.kendall_tau == pytest.approx(1.0)
     flipped = agreement([4.0, 3.0, 2.0, 1.0], [1.0, 2.0, 3.0, 4.0])
     assert flipped.kendall_tau == pytest.approx(-1.0) and flipped.mape == pytest.approx((300 + 50 + 100 / 3 + 75) / 4)
     with pytest.raises(ValueError):
@@ -87,6 +91,8 @@ def _other_hardware(d: dict) -> None:
         (lambda d: d.__setitem__("method", "estimated"), [], "is an estimate"),
         (_other_hardware, [], "Imaginary CPU 9000"),
         (None, ["--rounds", "3"], "even number"),
+        (None, ["--rounds", "4", "--sweeps", "5"], "between 1 and the number of rounds (4)"),
+        (None, ["--sweeps", "0"], "between 1 and the number of rounds"),
     ],
 )
 def test_fidelity_bad_input_exits_2_and_writes_nothing(tiny_profile_path: Path, tmp_path: Path, edit, args, message) -> None:
@@ -139,7 +145,7 @@ def test_runs_are_bracketed_by_rotating_baseline_instances() -> None:
     baselines = [ScriptedRunner("B0", [100.0, 104.0, 108.0], log), ScriptedRunner("B1", [102.0, 106.0, 110.0], log)]
     runners = {"a": [ScriptedRunner("a0", [150.0], log), ScriptedRunner("a1", [160.0], log)],
                "b": [ScriptedRunner("b0", [250.0], log), ScriptedRunner("b1", [260.0], log)]}
-    got = time_networks(runners, baselines, rounds=2, seed=0, progress=lambda p: None)
+    got = time_networks(runners, baselines, rounds=range(2), seed=0, progress=lambda p: None)
     # each round is B n B n B: baseline runs at positions 0, 2, 4 and 5, 7, 9, the instances in turn
     assert [log[i] for i in (0, 2, 4, 5, 7, 9)] == ["B0", "B1", "B0", "B1", "B0", "B1"]
     assert sorted(log[i] for i in (1, 3)) == ["a0", "b0"] and sorted(log[i] for i in (6, 8)) == ["a1", "b1"]  # round r: instance r % 2
@@ -177,3 +183,43 @@ def test_networks_are_timed_in_blocks_that_cover_every_candidate(tiny_profile_pa
     names = [c.name for c in draw_candidates(p, settings)]
     assert [r.name for r in report.networks] == names  # 7 networks in blocks of 3, 3 and 1
     assert all(r.first_ms > 0 and r.second_ms > 0 for r in report.networks)
+
+
+def test_sweeps_share_the_rounds_out_in_order() -> None:
+    assert [list(FidelitySettings(samples=5, rounds=12).sweep_rounds(k)) for k in range(2)] == [list(range(6)), list(range(6, 12))]
+    parts = [FidelitySettings(samples=5, rounds=10, sweeps=3).sweep_rounds(k) for k in range(3)]
+    assert [(r.start, r.stop) for r in parts] == [(0, 4), (4, 7), (7, 10)]
+    assert [list(FidelitySettings(samples=5, rounds=2, sweeps=1).sweep_rounds(0))] == [[0, 1]]
+    for bad in (0, 13):
+        with pytest.raises(Exception, match="sweeps must be between 1 and the number of rounds"):
+            FidelitySettings(samples=5, rounds=12, sweeps=bad)
+
+
+def test_a_later_sweep_continues_the_rounds_of_each_block() -> None:
+    """Round r uses instance r % 2 in every sweep; the times of a block's sweeps add up per instance."""
+    from casprof.fidelity import time_networks
+
+    log: list[str] = []
+    base = [ScriptedRunner("B", [100.0] * 9, log)]
+    first = time_networks({"a": [ScriptedRunner("a0", [150.0], log), ScriptedRunner("a1", [160.0], log)]}, base,
+                          rounds=range(0, 2), seed=0, progress=lambda p: None)
+    # a new sweep: new instances of the same network, rounds 2 and 3
+    got = time_networks({"a": [ScriptedRunner("c0", [170.0], log), ScriptedRunner("c1", [180.0], log)]}, base,
+                        rounds=range(2, 4), seed=0, progress=lambda p: None, into=first)
+    assert got is first and got.times["a"] == ([150.0, 170.0], [160.0, 180.0])
+    assert got.brackets["a"] == ([100.0, 100.0], [100.0, 100.0]) and len(got.baseline) == 8
+    assert [x for x in log if x != "B"] == ["a0", "a1", "c0", "c1"]
+
+
+def test_every_block_is_measured_once_per_sweep(tiny_profile_path: Path) -> None:
+    from casprof.fidelity import run_fidelity
+    from casprof.hardware import detect_hardware
+
+    stages: list[str] = []
+    p = Profile.load(tiny_profile_path)
+    settings = FidelitySettings(samples=5, seed=1, rounds=4, block_size=4, sweeps=2)
+    report = run_fidelity(p, detect_hardware(), settings, progress=lambda e: stages.append(e.stage))
+    blocks = list(dict.fromkeys(s[s.index("(") + 1:s.index(")")] for s in stages if s.startswith("warming up")))
+    assert blocks == ["block 1/2, sweep 1/2", "block 2/2, sweep 1/2", "block 1/2, sweep 2/2", "block 2/2, sweep 2/2"]
+    assert all(len(r.samples_ms[0]) == len(r.samples_ms[1]) == 2 for r in report.networks)  # 4 rounds, 2 instances
+    assert report.settings["sweeps"] == 2

@@ -210,3 +210,34 @@ def test_sweeps_spread_every_block_over_the_run_and_export_each_network_once(tmp
     measured = [c for _, _, c in iter_costs(profile, "latency_ms") if c.measurement is not None]
     assert measured and all(len(c.measurement.samples) == 5 for c in measured)
     assert profile.settings["sweeps"] == 2
+
+
+def test_open_reusing_exports_a_network_once(tmp_path: Path, monkeypatch) -> None:
+    """A later sweep (or block) opens new ONNX Runtime sessions on the file the first opening exported."""
+    from contextlib import ExitStack
+
+    from casprof.backends import onnxruntime_runner
+    from casprof.measure import make_runner_spec, open_reusing
+    from casprof.probes import BASELINE, build_probe
+    from tests.conftest import MINI
+
+    exports: list[str] = []
+    real_export = onnxruntime_runner.export_onnx
+
+    def counting_export(model, *args, **kwargs):
+        exports.append(type(model).__name__)
+        return real_export(model, *args, **kwargs)
+
+    monkeypatch.setattr(onnxruntime_runner, "export_onnx", counting_export)
+    settings = MeasureSettings(backend="onnxruntime", resolution=TINY_RES, threads=1, rounds=3, warmup_iters=1)
+    spec = make_runner_spec(MINI, settings, resolve_device("cpu", detect_hardware()), tmp_path)
+    exported: dict[str, Path] = {}
+    model = build_probe(MINI, BASELINE)
+    outputs = []
+    for sweep in range(2):
+        with ExitStack() as stack:
+            runners = open_reusing(stack, "baseline", model, settings, spec, 2, exported)
+            assert len(runners) == 2
+            outputs.append([r.time_once() for r in runners])
+    assert exports == ["CASNetwork"] and exported["baseline"].is_file()
+    assert all(t > 0 for pair in outputs for t in pair)

@@ -19,7 +19,8 @@ def fidelity(
     profile: ProfileOpt,
     samples: Annotated[int, typer.Option("--samples", "-n", help="Random genotypes to measure (at least 5).")] = 30,
     seed: SeedOpt = 0,
-    rounds: Annotated[int, typer.Option("--rounds", help="Timed runs per network, alternating between 2 instances (even).")] = 12,
+    rounds: Annotated[int, typer.Option("--rounds", help="Timed runs per network, alternating between 2 instances (even).")] = 24,
+    sweeps: Annotated[int, typer.Option("--sweeps", help="Passes over all blocks of networks that share the rounds (new instances in each).")] = 2,
     extremes: Annotated[bool, typer.Option("--extremes/--no-extremes", help="Add the all-cheapest and all-most-expensive genotypes.")] = True,
     report: Annotated[Optional[Path], typer.Option("--report", help="Folder for fidelity.json, .md and .png (must exist).", show_default=False)] = None,
 ) -> None:
@@ -35,7 +36,7 @@ def fidelity(
     from casprof.fidelity import FidelitySettings, check_can_measure, run_fidelity  # scipy: import on use
     from casprof.fidelity_report import report_markdown, write_report
 
-    settings = FidelitySettings(samples=samples, seed=seed, rounds=rounds, extremes=extremes)
+    settings = FidelitySettings(samples=samples, seed=seed, rounds=rounds, sweeps=sweeps, extremes=extremes)
     if report is not None and not report.is_dir():
         raise UserInputError(f"The report folder {report} does not exist.")
     p = Profile.load(profile)
