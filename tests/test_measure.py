@@ -177,20 +177,27 @@ def test_warm_interleaved_runs_every_instance_once_per_pass_in_a_seeded_order() 
     assert log == []
 
 
-def test_sweeps_spread_every_block_over_the_run_and_export_each_network_once(tmp_path: Path, monkeypatch) -> None:
+@pytest.fixture()
+def exports(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The class names of the models ONNX Runtime runners export (the real exporter still runs)."""
     from casprof.backends import onnxruntime_runner
+
+    names: list[str] = []
+    real_export = onnxruntime_runner.export_onnx
+
+    def counting_export(model, *args, **kwargs):
+        names.append(type(model).__name__)
+        return real_export(model, *args, **kwargs)
+
+    monkeypatch.setattr(onnxruntime_runner, "export_onnx", counting_export)
+    return names
+
+
+def test_sweeps_spread_every_block_over_the_run_and_export_each_network_once(tmp_path: Path, exports: list[str]) -> None:
     from casprof.measure import iter_costs
     from casprof.probes import measurement_blocks
     from tests.conftest import MINI
 
-    exports: list[str] = []
-    real_export = onnxruntime_runner.export_onnx
-
-    def counting_export(model, *args, **kwargs):
-        exports.append(type(model).__name__)
-        return real_export(model, *args, **kwargs)
-
-    monkeypatch.setattr(onnxruntime_runner, "export_onnx", counting_export)
     rounds: list[tuple[str, int]] = []
 
     def record(event: Progress) -> None:
@@ -212,23 +219,14 @@ def test_sweeps_spread_every_block_over_the_run_and_export_each_network_once(tmp
     assert profile.settings["sweeps"] == 2
 
 
-def test_open_reusing_exports_a_network_once(tmp_path: Path, monkeypatch) -> None:
+def test_open_reusing_exports_a_network_once(tmp_path: Path, exports: list[str]) -> None:
     """A later sweep (or block) opens new ONNX Runtime sessions on the file the first opening exported."""
     from contextlib import ExitStack
 
-    from casprof.backends import onnxruntime_runner
     from casprof.measure import make_runner_spec, open_reusing
     from casprof.probes import BASELINE, build_probe
     from tests.conftest import MINI
 
-    exports: list[str] = []
-    real_export = onnxruntime_runner.export_onnx
-
-    def counting_export(model, *args, **kwargs):
-        exports.append(type(model).__name__)
-        return real_export(model, *args, **kwargs)
-
-    monkeypatch.setattr(onnxruntime_runner, "export_onnx", counting_export)
     settings = MeasureSettings(backend="onnxruntime", resolution=TINY_RES, threads=1, rounds=3, warmup_iters=1)
     spec = make_runner_spec(MINI, settings, resolve_device("cpu", detect_hardware()), tmp_path)
     exported: dict[str, Path] = {}
