@@ -407,7 +407,7 @@ def run_fidelity(
     measured: dict[int, BlockTimes] = {}
     with tempfile.TemporaryDirectory(prefix="casprof-fidelity-") as tmp:
         spec = make_runner_spec(profile.network, msettings, device, Path(tmp))
-        plan = _Blocks(blocks, build_probe(profile.network, BASELINE), msettings, spec, settings, progress)
+        plan = _Blocks(blocks, build_probe(profile.network, BASELINE, msettings.seed), msettings, spec, settings, progress)
         for sweep in range(settings.sweeps):
             for b in range(len(blocks)):
                 measured[b] = plan.measure(b, sweep, measured.get(b))

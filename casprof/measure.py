@@ -321,7 +321,7 @@ def _open_runners(stack: ExitStack, config: NetworkConfig, probes: Sequence[Prob
     for i, probe in enumerate(probes):
         progress(Progress(f"{label}: preparing networks", i, len(probes), probe.key))
         count = settings.baseline_instances if probe.key == BASELINE.key else settings.instances
-        runners[probe.key] = open_reusing(stack, probe.key, build_probe(config, probe), settings, spec, count, exported)
+        runners[probe.key] = open_reusing(stack, probe.key, build_probe(config, probe, settings.seed), settings, spec, count, exported)
     warm_up(runners, settings, f"{label}: warming up", f"{settings.seed}/{label}", progress)
     return runners
 

@@ -24,6 +24,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+import torch
+
 from casprof.config import NetworkConfig
 from casprof.genotype import CellGraph
 from casprof.network import CASNetwork, full_graph
@@ -100,9 +102,14 @@ def probe_graphs(config: NetworkConfig, probe: Probe) -> dict[str, CellGraph]:
     }
 
 
-def build_probe(config: NetworkConfig, probe: Probe) -> CASNetwork:
-    """The probe network in evaluation mode."""
-    return CASNetwork(config, probe_graphs(config, probe)).eval()
+def build_probe(config: NetworkConfig, probe: Probe, seed: int | None = None) -> CASNetwork:
+    """The probe network in evaluation mode; with ``seed``, its weights are drawn from that seed
+    (leaving the global random state alone), so the same probe exports to the same ONNX file."""
+    if seed is None:
+        return CASNetwork(config, probe_graphs(config, probe)).eval()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return CASNetwork(config, probe_graphs(config, probe)).eval()
 
 
 def measured_probes(cell_types: tuple[str, ...] = CELL_TYPES) -> list[Probe]:

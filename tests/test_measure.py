@@ -217,6 +217,13 @@ def test_sweeps_spread_every_block_over_the_run_and_export_each_network_once(tmp
     measured = [c for _, _, c in iter_costs(profile, "latency_ms") if c.measurement is not None]
     assert measured and all(len(c.measurement.samples) == 5 for c in measured)
     assert profile.settings["sweeps"] == 2
+    # the probes' weights come from the settings' seed: the baseline exports to the same file in every measurement
+    from casprof.backends.onnx_export import export_onnx, file_sha256
+    from casprof.probes import BASELINE, build_probe
+
+    again = tmp_path / "baseline-again.onnx"
+    export_onnx(build_probe(MINI, BASELINE, seed=settings.seed), (1, MINI.in_channels, *TINY_RES), again)
+    assert profile.backend.details["onnx_sha256"] == file_sha256(again)
 
 
 def test_open_reusing_exports_a_network_once(tmp_path: Path, exports: list[str]) -> None:

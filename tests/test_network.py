@@ -126,3 +126,17 @@ def test_good_resolution() -> None:
 def test_bad_configurations_are_refused(kwargs: dict, message: str) -> None:
     with pytest.raises(UserInputError, match=message):
         NetworkConfig(**kwargs)
+
+
+def test_a_seeded_probe_has_the_same_weights_and_leaves_the_global_random_state_alone(tiny_config) -> None:
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a = build_probe(tiny_config, Probe("normal", "conv_3x3"), seed=7)
+    b = build_probe(tiny_config, Probe("normal", "conv_3x3"), seed=7)
+    c = build_probe(tiny_config, Probe("normal", "conv_3x3"), seed=8)
+    assert torch.rand(1) == before  # building seeded probes drew nothing from the global generator
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert any(not torch.equal(sa[k], sc[k]) for k in sa)
+    assert build_probe(tiny_config, BASELINE, seed=7).training is False
