@@ -16,8 +16,8 @@ network at 64x128 first, then checks it with 5 genotypes; its files go to a temp
 from __future__ import annotations
 
 import argparse
-import sys
 import json
+import sys
 import tempfile
 from pathlib import Path
 

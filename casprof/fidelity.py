@@ -48,8 +48,8 @@ from casprof.errors import UserInputError
 from casprof.fidelity_metrics import Agreement, LinearFit, agreement, proxy_agreement, retest_error
 from casprof.genotype import Genotype, random_genotype, uniform_genotype
 from casprof.hardware import HardwareFingerprint
-from casprof.measure import (MeasureSettings, Progress, ProgressCallback, make_runner_spec, open_reusing, time_bracketed,
-                             warm_up)
+from casprof.measure import (MeasureSettings, Progress, ProgressCallback, make_runner_spec, open_reusing, sweep_rounds,
+                             time_bracketed, warm_up)
 from casprof.network import CASNetwork
 from casprof.probes import BASELINE, build_probe
 from casprof.ops import CELL_TYPES, candidate_ops
@@ -106,7 +106,7 @@ class FidelitySettings:
 
     def sweep_rounds(self, sweep: int) -> range:
         """The (global) indices of the rounds that sweep ``sweep`` (0-based) runs."""
-        return range(-(-self.rounds * sweep // self.sweeps), -(-self.rounds * (sweep + 1) // self.sweeps))
+        return sweep_rounds(self.rounds, self.sweeps, sweep)
 
     def to_dict(self) -> dict[str, Any]:
         return {"samples": self.samples, "seed": self.seed, "rounds": self.rounds, "extremes": self.extremes,

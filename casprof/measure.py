@@ -192,9 +192,15 @@ class MeasureState:
         )
 
 
+def sweep_rounds(rounds: int, sweeps: int, sweep: int) -> range:
+    """The (0-based) indices of the rounds that sweep ``sweep`` of ``sweeps`` runs: ``rounds``
+    split as evenly as possible, the earlier sweeps taking the extra rounds."""
+    return range(-(-rounds * sweep // sweeps), -(-rounds * (sweep + 1) // sweeps))
+
+
 def rounds_after_sweep(settings: MeasureSettings, sweep: int) -> int:
     """How many rounds every block has finished at the end of sweep ``sweep`` (0-based)."""
-    return -(-settings.rounds * (sweep + 1) // settings.sweeps)
+    return sweep_rounds(settings.rounds, settings.sweeps, sweep).stop
 
 
 def checkpoint_path(out: Path) -> Path:
