@@ -68,6 +68,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=FidelitySettings.rounds)
     parser.add_argument("--sweeps", type=int, default=FidelitySettings.sweeps)
+    parser.add_argument("--retime-structure", action="store_true",
+                        help="also time the profile's structure probes beside the networks (a diagnostic row)")
     parser.add_argument("--tag", default="", help="suffix of the result files' names (e.g. a profile variant)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--short", action="store_true", help="tiny network at 64x128, 5 genotypes, 2 rounds")
@@ -78,11 +80,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="fidelity-bench-") as tmp:
         if args.short:
             profile_path = args.profile or short_profile(args.backend, Path(tmp))
-            settings = FidelitySettings(samples=5, seed=args.seed, rounds=2, sweeps=1)
+            settings = FidelitySettings(samples=5, seed=args.seed, rounds=2, sweeps=1,
+                                        retime_structure=args.retime_structure)
             results = args.results or Path(tmp)
         else:
             profile_path = args.profile or ROOT / "profiles" / f"cpu-{hw.digest()[:8]}-{args.backend}-fp32-768x1536.json"
-            settings = FidelitySettings(samples=args.samples, seed=args.seed, rounds=args.rounds, sweeps=args.sweeps)
+            settings = FidelitySettings(samples=args.samples, seed=args.seed, rounds=args.rounds, sweeps=args.sweeps,
+                                        retime_structure=args.retime_structure)
             results = args.results or RESULTS
         profile = Profile.load(profile_path)
         report = run_fidelity(profile, hw, settings, profile_path=profile_path,

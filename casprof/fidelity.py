@@ -23,6 +23,11 @@ independent measurements m1, m2 of a network (their disagreement is the test-ret
 
 MACs and parameter counts are compared beside the profile, each fitted linearly to the
 measurements (see :mod:`casprof.fidelity_metrics`).
+
+With ``retime_structure`` (``--retime-structure``), for a schema-2 profile the check also times
+the structure probes of its per-edge model, as one more block in the same sweeps, and reports their terms now beside the profile's and the agreement
+of the profile with the terms timed now, as a diagnostic of a stale level
+(:mod:`casprof.structure_drift`); the profile's own figures are never replaced by it.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -55,6 +60,7 @@ from casprof.probes import BASELINE, build_probe
 from casprof.ops import CELL_TYPES, candidate_ops
 from casprof.predict import predict
 from casprof.profile import Method, Metric, Profile
+from casprof.structure_drift import StructureTerm, structure_probes, structure_terms, with_structure
 
 #: The fewest random genotypes a fidelity check accepts (rank correlations need a few points).
 MIN_SAMPLES = 5
@@ -82,6 +88,9 @@ class FidelitySettings:
             (:class:`casprof.measure.MeasureSettings`): every block is re-opened in each pass
             (new sessions or module copies, ONNX exported once), so a network's median mixes
             windows spread over the check instead of one slow or fast spell of its block.
+        retime_structure: also time the profile's structure probes (one more block, about 1.5
+            minutes at 768x1536 on the 2-core CI machine) and report their terms now beside the
+            profile's (:mod:`casprof.structure_drift`).
     """
 
     samples: int = 30
@@ -91,6 +100,7 @@ class FidelitySettings:
     block_size: int = 8
     baseline_instances: int = 4
     sweeps: int = 2
+    retime_structure: bool = False
 
     def __post_init__(self) -> None:
         if self.samples < MIN_SAMPLES:
@@ -111,7 +121,7 @@ class FidelitySettings:
     def to_dict(self) -> dict[str, Any]:
         return {"samples": self.samples, "seed": self.seed, "rounds": self.rounds, "extremes": self.extremes,
                 "instances": INSTANCES, "block_size": self.block_size, "baseline_instances": self.baseline_instances,
-                "sweeps": self.sweeps,
+                "sweeps": self.sweeps, "retime_structure": self.retime_structure,
                 "measured": "anchored: c'_id of the profile + median over rounds of (network time - mean of the two "
                             "baseline runs that bracket it); raw: median of the network's times"}
 
@@ -166,6 +176,8 @@ class NetworkResult:
     raw_ms: float | None = None
     raw_first_ms: float | None = None
     raw_second_ms: float | None = None
+    structure_now_ms: float | None = None
+    uncalibrated_ms: float | None = None
 
     @property
     def error_pct(self) -> float:
@@ -185,10 +197,17 @@ class NetworkResult:
             "macs": self.macs,
             "params": self.params,
             "uniform_share_predicted_ms": self.uniform_ms,
+            "predicted_structure_now_ms": self.structure_now_ms,
+            "predicted_uncalibrated_ms": self.uncalibrated_ms,
             "samples_ms": [list(s) for s in self.samples_ms],
             "brackets_ms": [list(s) for s in self.brackets_ms],
             "genotype": self.genotype,
         }
+
+
+def anchored_ms(baseline_ms: float, times: Sequence[Sequence[float]], brackets: Sequence[Sequence[float]]) -> float:
+    """c'_id of the profile + the median over all runs (every instance) of (time - bracket mean)."""
+    return baseline_ms + float(np.median([t - b for ts, bs in zip(times, brackets) for t, b in zip(ts, bs)]))
 
 
 def network_result(candidate: Candidate, predicted: float, uniform: float | None, baseline_ms: float,
@@ -203,7 +222,7 @@ def network_result(candidate: Candidate, predicted: float, uniform: float | None
         uniform_ms=uniform,
         first_ms=baseline_ms + float(np.median(diffs[0])),
         second_ms=baseline_ms + float(np.median(diffs[1])),
-        measured_ms=baseline_ms + float(np.median(diffs[0] + diffs[1])),
+        measured_ms=anchored_ms(baseline_ms, times, brackets),
         samples_ms=(tuple(first), tuple(second)),
         brackets_ms=(tuple(brackets[0]), tuple(brackets[1])),
         raw_ms=float(np.median(first + second)),
@@ -234,6 +253,9 @@ class FidelityReport:
     raw_retest_pct: float | None = None
     baseline_profile_ms: float | None = None
     baseline_now_ms: float | None = None
+    structure: tuple[StructureTerm, ...] = ()
+    structure_agreement: Agreement | None = None
+    uncalibrated_agreement: Agreement | None = None
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
     @property
@@ -242,6 +264,14 @@ class FidelityReport:
         if self.baseline_now_ms is None or not self.baseline_profile_ms:
             return None
         return 100.0 * (self.baseline_now_ms / self.baseline_profile_ms - 1)
+
+    @property
+    def structure_shift_pct(self) -> float | None:
+        """Mean change (%) of the predictions when the structure terms timed now replace the profile's."""
+        now = [n.structure_now_ms for n in self.networks]
+        if not self.networks or any(v is None for v in now):
+            return None
+        return float(np.mean([100.0 * (v - n.predicted_ms) / n.predicted_ms for v, n in zip(now, self.networks)]))  # type: ignore[operator]
 
     @property
     def mape_to_retest(self) -> float | None:
@@ -267,9 +297,25 @@ class FidelityReport:
                 "baseline_profile_ms": self.baseline_profile_ms,
                 "baseline_now_ms": self.baseline_now_ms,
                 "baseline_drift_pct": self.baseline_drift_pct,
+                "structure_now": None if self.structure_agreement is None else self.structure_agreement.to_dict(),
+                "structure_shift_pct": self.structure_shift_pct,
+                "uncalibrated": None if self.uncalibrated_agreement is None else self.uncalibrated_agreement.to_dict(),
             },
+            "structure_terms": [t.to_dict() for t in self.structure],
             "networks": [n.to_dict() for n in self.networks],
         }
+
+
+def check_held_out(profile: Profile, settings: FidelitySettings) -> None:
+    """Refuse a check whose random genotypes include the profile's calibration networks."""
+    if profile.calibration is None:
+        return
+    reused = sorted(profile.calibration.seeds & {settings.seed * 1000 + k for k in range(settings.samples)})
+    if reused:
+        raise UserInputError(
+            f"The check would reuse {len(reused)} of the profile's calibration networks (genotype seed {reused[0]}); "
+            "pick another --seed, so that the check measures networks the calibration did not see."
+        )
 
 
 def check_can_measure(profile: Profile, hardware: HardwareFingerprint) -> None:
@@ -343,6 +389,18 @@ def time_networks(runners: dict[str, list[Runner]], baselines: Sequence[Runner],
     return out
 
 
+class TimingPlan(Protocol):
+    """How networks are timed in blocks: what :class:`FidelitySettings` and the calibration's settings share."""
+
+    rounds: int
+    sweeps: int
+    block_size: int
+    baseline_instances: int
+    seed: int
+
+    def sweep_rounds(self, sweep: int) -> range: ...
+
+
 @dataclass
 class _Blocks:
     """Opens, warms up and times the check's blocks, one at a time, sweep after sweep.
@@ -351,19 +409,19 @@ class _Blocks:
     new sessions on the same file instead of exporting again.
     """
 
-    blocks: list[dict[str, torch.nn.Module]]
+    blocks: list[tuple[str, dict[str, torch.nn.Module]]]  # (label, networks)
     baseline: torch.nn.Module
     msettings: MeasureSettings
     spec: RunnerSpec
-    settings: FidelitySettings
+    settings: TimingPlan
     progress: ProgressCallback
     exported: dict[str, Path] = field(default_factory=dict)
 
     def measure(self, index: int, sweep: int, into: BlockTimes | None) -> BlockTimes:
         """Run block ``index``'s rounds of sweep ``sweep``; its sessions are closed on return."""
         s = self.settings
-        where = f"block {index + 1}/{len(self.blocks)}" + (f", sweep {sweep + 1}/{s.sweeps}" if s.sweeps > 1 else "")
-        models = self.blocks[index]
+        label, models = self.blocks[index]
+        where = label + (f", sweep {sweep + 1}/{s.sweeps}" if s.sweeps > 1 else "")
         with ExitStack() as stack:
             runners: dict[str, list[Runner]] = {}
             for i, (name, model) in enumerate(models.items()):
@@ -391,9 +449,8 @@ def run_fidelity(
         BackendUnavailableError: the profile's backend cannot run here.
     """
     check_can_measure(profile, hardware)
+    check_held_out(profile, settings)
     start = time.perf_counter()
-    device = resolve_device(profile.device, hardware)
-    msettings = measure_settings_of(profile)
     candidates = draw_candidates(profile, settings)
     shape = (1, profile.network.in_channels, *profile.input_size)
     models = {c.name: CASNetwork.from_genotype(c.genotype).eval() for c in candidates}
@@ -402,37 +459,66 @@ def run_fidelity(
         progress(Progress("counting parameters and MACs", i, len(models), name))
         exact[name] = (float(count_macs(model, shape).total), float(count_params(model)))
     progress(Progress("counting parameters and MACs", len(models), len(models)))
-    names = list(models)
-    blocks = [{n: models[n] for n in names[i:i + settings.block_size]} for i in range(0, len(names), settings.block_size)]
-    measured: dict[int, BlockTimes] = {}
-    with tempfile.TemporaryDirectory(prefix="casprof-fidelity-") as tmp:
-        spec = make_runner_spec(profile.network, msettings, device, Path(tmp))
-        plan = _Blocks(blocks, build_probe(profile.network, BASELINE, msettings.seed), msettings, spec, settings, progress)
-        for sweep in range(settings.sweeps):
-            for b in range(len(blocks)):
-                measured[b] = plan.measure(b, sweep, measured.get(b))
-    times = {k: v for got in measured.values() for k, v in got.times.items()}
-    brackets = {k: v for got in measured.values() for k, v in got.brackets.items()}
-    baseline_runs = [t for got in measured.values() for t in got.baseline]
-    uniform = dataclasses.replace(profile, edge_model=None) if profile.edge_model is not None else None
+    blocks = network_blocks(models, settings.block_size)
+    if settings.retime_structure and structure_probes(profile):  # one more block, timed like the networks
+        seed = measure_settings_of(profile).seed
+        blocks.append(("structure probes", {p.key: build_probe(profile.network, p, seed) for p in structure_probes(profile)}))
+    got = time_blocks(profile, hardware, blocks, settings, progress)
+    times, brackets = got.times, got.brackets
+    uncalibrated = dataclasses.replace(profile, calibration=None) if profile.calibration is not None else None
+    uniform = dataclasses.replace(profile, edge_model=None, calibration=None) if profile.edge_model is not None else None
     lat = Metric.LATENCY_MS.value
     base = profile.baseline[lat].value
+    terms = structure_terms(profile, {k: [*times[k][0], *times[k][1]] for k in times},
+                            {k: [*brackets[k][0], *brackets[k][1]] for k in brackets}) if settings.retime_structure else ()
+    retimed = with_structure(profile, terms)
     results = [
-        network_result(
-            c,
-            predict(profile, c.genotype)[lat].value,
-            None if uniform is None else predict(uniform, c.genotype)[lat].value,
-            base, times[c.name], brackets[c.name], exact[c.name],
+        dataclasses.replace(
+            network_result(
+                c,
+                predict(profile, c.genotype)[lat].value,
+                None if uniform is None else predict(uniform, c.genotype)[lat].value,
+                base, times[c.name], brackets[c.name], exact[c.name],
+            ),
+            structure_now_ms=predict(retimed, c.genotype)[lat].value if terms else None,
+            uncalibrated_ms=None if uncalibrated is None else predict(uncalibrated, c.genotype)[lat].value,
         )
         for c in candidates
     ]
     return summarize(profile, results, settings, profile_path, time.perf_counter() - start,
-                     baseline_now_ms=float(np.median(baseline_runs)))
+                     baseline_now_ms=float(np.median(got.baseline)), structure=terms)
+
+
+def network_blocks(models: dict[str, torch.nn.Module], block_size: int) -> list[tuple[str, dict[str, torch.nn.Module]]]:
+    """``models`` in labelled blocks of ``block_size``, in order."""
+    names = list(models)
+    starts = range(0, len(names), block_size)
+    return [(f"block {k + 1}/{len(starts)}", {n: models[n] for n in names[i:i + block_size]}) for k, i in enumerate(starts)]
+
+
+def time_blocks(profile: Profile, hardware: HardwareFingerprint, blocks: list[tuple[str, dict[str, torch.nn.Module]]],
+                plan: TimingPlan, progress: ProgressCallback) -> BlockTimes:
+    """Time every block's networks on the profile's device, backend and settings, bracketed by the
+    profile's baseline network, sweep after sweep; the blocks' times merged into one value."""
+    device = resolve_device(profile.device, hardware)
+    msettings = measure_settings_of(profile)
+    measured: dict[int, BlockTimes] = {}
+    with tempfile.TemporaryDirectory(prefix="casprof-fidelity-") as tmp:
+        spec = make_runner_spec(profile.network, msettings, device, Path(tmp))
+        runner = _Blocks(blocks, build_probe(profile.network, BASELINE, msettings.seed), msettings, spec, plan, progress)
+        for sweep in range(plan.sweeps):
+            for b in range(len(blocks)):
+                measured[b] = runner.measure(b, sweep, measured.get(b))
+    return BlockTimes({k: v for got in measured.values() for k, v in got.times.items()},
+                      {k: v for got in measured.values() for k, v in got.brackets.items()},
+                      [t for got in measured.values() for t in got.baseline])
 
 
 def summarize(profile: Profile, results: Sequence[NetworkResult], settings: FidelitySettings,
-              profile_path: Path | str, seconds: float, baseline_now_ms: float | None = None) -> FidelityReport:
-    """Turn per-network results into the report's figures (anchored; raw beside them when known)."""
+              profile_path: Path | str, seconds: float, baseline_now_ms: float | None = None,
+              structure: tuple[StructureTerm, ...] = ()) -> FidelityReport:
+    """Turn per-network results into the report's figures (anchored; raw and the structure
+    terms timed now beside them when known)."""
     measured = [r.measured_ms for r in results]
     has_no_raw = any(r.raw_ms is None or r.raw_first_ms is None or r.raw_second_ms is None for r in results)
     macs_agreement, macs_fit = proxy_agreement([r.macs for r in results], measured)
@@ -453,6 +539,8 @@ def summarize(profile: Profile, results: Sequence[NetworkResult], settings: Fide
             "gpus": [g.get("name") for g in profile.hardware.get("gpus") or []],
             "schema_edge_model": "uniform share c_o / E (schema 1)" if profile.edge_model is None
             else "per edge class s_k + c_o^k / E_k (schema 2)",
+            "calibration_offset_ms": None if profile.calibration is None else profile.calibration.offset.value,
+            "calibration_networks": None if profile.calibration is None else len(profile.calibration.networks),
         },
         settings=settings.to_dict(),
         networks=tuple(results),
@@ -468,5 +556,10 @@ def summarize(profile: Profile, results: Sequence[NetworkResult], settings: Fide
         raw_retest_pct=None if has_no_raw else retest_error([r.raw_first_ms for r in results], [r.raw_second_ms for r in results]),  # type: ignore[misc]
         baseline_profile_ms=profile.baseline[Metric.LATENCY_MS.value].value,
         baseline_now_ms=baseline_now_ms,
+        structure=structure,
+        structure_agreement=None if not structure or any(r.structure_now_ms is None for r in results)
+        else agreement([r.structure_now_ms for r in results], measured),  # type: ignore[misc]
+        uncalibrated_agreement=None if any(r.uncalibrated_ms is None for r in results)
+        else agreement([r.uncalibrated_ms for r in results], measured),  # type: ignore[misc]
         seconds=seconds,
     )

@@ -24,6 +24,32 @@ _HEAD = "| predictor | MAPE | worst | within ±5% | within ±10% | Kendall τ | 
 _RULE = "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 
 
+def _interval(ci: tuple[float, float] | None) -> str:
+    return "-" if ci is None else f"[{ci[0]:+.2f}, {ci[1]:+.2f}]"
+
+
+def _structure_lines(report: FidelityReport) -> list[str]:
+    """The structure terms of the per-edge model in the profile and timed now, with their effect."""
+    if not report.structure:
+        return []
+    shift = report.structure_shift_pct
+    lines = [
+        "",
+        "Structure terms of the per-edge model (identity probes, c'(probe) − c'_id), timed again in this check's "
+        "rounds beside the networks. Every prediction depends on them, so a change here moves all predictions "
+        "together. The diagnostic row above predicts with these terms as timed now: where it agrees and the profile "
+        "does not, the profile's level is stale (measure the profile again); where both disagree, the model is off."
+        + ("" if shift is None else f" Mean change of the predictions with the terms timed now: {shift:+.2f} %."),
+        "",
+        "| probe | profile ms | 95% interval | now ms | 95% interval | change ms |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for t in report.structure:
+        lines.append(f"| {t.probe.key} | {t.profile.value:+.2f} | {_interval(t.profile.interval)} | {t.now.value:+.2f} | "
+                     f"{_interval(t.now.interval)} | {t.change_ms:+.2f} |")
+    return lines
+
+
 def report_markdown(report: FidelityReport) -> str:
     """The summary table and the per-network table, in Markdown."""
     p, s = report.profile, report.settings
@@ -34,7 +60,9 @@ def report_markdown(report: FidelityReport) -> str:
         f"# casprof fidelity: {p['device']} / {p['backend']} {p['backend_version']} / {p['precision']} at {h}x{w}",
         "",
         f"- profile: `{report.profile_path}` (network {p['network']}, hardware {p['hardware_digest']}, {where}, "
-        f"{p['threads']} threads; per-edge model: {p['schema_edge_model']})",
+        f"{p['threads']} threads; per-edge model: {p['schema_edge_model']}"
+        + (f"; calibration offset {p['calibration_offset_ms']:+.2f} ms from {p['calibration_networks']} networks"
+           if p.get("calibration_offset_ms") is not None else "; not calibrated") + ")",
         f"- networks: {s['samples']} random genotypes (seed {s['seed']})"
         + (" + all-cheapest + all-most-expensive" if s["extremes"] else "")
         + f"; each timed {s['rounds']} times in interleaved rounds"
@@ -54,6 +82,10 @@ def report_markdown(report: FidelityReport) -> str:
         _row("profile (c'_id + Σ edge costs)", report.profile_agreement),
         *([_row("same profile, uniform share c_o / E (schema-1 model)", report.uniform_agreement)]
           if report.uniform_agreement is not None else []),
+        *([_row("same profile without its calibration offset", report.uncalibrated_agreement)]
+          if report.uncalibrated_agreement is not None else []),
+        *([_row("diagnostic: same profile, structure terms timed now", report.structure_agreement)]
+          if report.structure_agreement is not None else []),
         _row("MACs, linear fit", report.macs_agreement),
         _row("parameters, linear fit", report.params_agreement),
         "",
@@ -68,6 +100,7 @@ def report_markdown(report: FidelityReport) -> str:
            "",
            f"Raw test-retest error: {report.raw_retest_pct:.2f}%."]
           if report.raw_agreement is not None and report.raw_retest_pct is not None else []),
+        *_structure_lines(report),
         "",
         "| network | predicted ms | measured ms | error | m1 ms | m2 ms | raw ms | GMACs | M params |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",

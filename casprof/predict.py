@@ -10,6 +10,8 @@ operation, in every cell of its type (the genotype's cell is repeated in every c
   (leaving a cell input or an intermediate node) costs ``s_k + c_o^k / E_k``, and the full
   cells' identity edges ``sum_k E_k s_k`` are taken out of c'_id. ``by_cell_type`` then holds
   the genotype's edges minus those, so that the value is still ``baseline + sum(by_cell_type)``.
+* A calibrated profile (schema 3, :mod:`casprof.calibration`) adds its measured offset to the
+  latency: the value is ``baseline + sum(by_cell_type) + calibration``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class Prediction:
     baseline: float
     by_cell_type: dict[str, float]
     method: str
+    calibration: float = 0.0
 
     @property
     def unit(self) -> str:
@@ -43,6 +46,7 @@ class Prediction:
             "unit": self.unit,
             "baseline": self.baseline,
             "by_cell_type": dict(self.by_cell_type),
+            "calibration": self.calibration,
             "method": self.method,
         }
 
@@ -81,6 +85,9 @@ def predict(profile: Profile, genotype: Genotype) -> dict[str, Prediction]:
             for t in CELL_TYPES
         }
         base = profile.baseline[metric].value
-        method = profile.method.value if metric == Metric.LATENCY_MS.value else "exact counts"
-        result[metric] = Prediction(metric, base + sum(parts.values()), base, parts, method)
+        latency = metric == Metric.LATENCY_MS.value
+        offset = profile.calibration.offset.value if latency and profile.calibration is not None else 0.0
+        calibrated = latency and profile.calibration is not None
+        method = profile.method.value + (" + calibration" if calibrated else "") if latency else "exact counts"
+        result[metric] = Prediction(metric, base + sum(parts.values()) + offset, base, parts, method, offset)
     return result

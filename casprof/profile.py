@@ -24,11 +24,14 @@ from casprof.ops import CELL_TYPES, candidate_ops
 from casprof.stats import Measurement
 
 if TYPE_CHECKING:  # pragma: no cover
+    from casprof.calibration import Calibration
     from casprof.edge_model import EdgeModel
 
 #: 2 added the optional ``edge_model`` block (casprof.edge_model); version-1 files still load
 #: (without it, every edge of a cell type costs the uniform share c_o / E).
-PROFILE_SCHEMA_VERSION = 2
+#: 3 added the optional ``calibration`` block (casprof.calibration: a latency offset measured on
+#: derived networks); version-1 and -2 files still load (no offset).
+PROFILE_SCHEMA_VERSION = 3
 
 
 class Metric(str, enum.Enum):
@@ -174,6 +177,7 @@ class Profile:
     tool_version: str = __version__
     warnings: tuple[str, ...] = ()
     edge_model: EdgeModel | None = None
+    calibration: Calibration | None = None
     #: the schema_version of the file it was read from (files are written at the current one)
     read_schema_version: int = PROFILE_SCHEMA_VERSION
 
@@ -224,6 +228,7 @@ class Profile:
                 for t, ops in self.costs.items()
             },
             **({"edge_model": self.edge_model.to_dict()} if self.edge_model is not None else {}),
+            **({"calibration": self.calibration.to_dict()} if self.calibration is not None else {}),
         }
 
     def save(self, path: Path) -> None:
@@ -297,6 +302,13 @@ def _parse_profile(d: Any) -> Profile:
         from casprof.edge_model import EdgeModel
 
         edge_model = EdgeModel.from_dict(d["edge_model"], config, metrics)
+    calibration = None
+    if d.get("calibration") is not None:
+        from casprof.calibration import Calibration
+
+        if Metric.LATENCY_MS.value not in metrics:
+            raise UserInputError("The profile has a calibration block but no latency_ms metric to calibrate.")
+        calibration = Calibration.from_dict(d["calibration"])
     hardware = d["hardware"]
     if not isinstance(hardware, Mapping):
         raise UserInputError("The profile's hardware block must be an object.")
@@ -316,6 +328,7 @@ def _parse_profile(d: Any) -> Profile:
         tool_version=str(tool.get("version", "unknown")),
         warnings=tuple(str(w) for w in d.get("warnings") or ()),
         edge_model=edge_model,
+        calibration=calibration,
         read_schema_version=version,
     )
 

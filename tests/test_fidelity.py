@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from casprof.cli.app import app
 from casprof.fidelity import FidelitySettings, draw_candidates
 from casprof.fidelity_metrics import agreement, linear_fit, proxy_agreement, retest_error
+from casprof.fidelity_report import report_markdown
 from casprof.hardware import HardwareFingerprint
 from casprof.ops import CELL_TYPES
 from casprof.profile import Profile
@@ -114,7 +115,7 @@ def test_fidelity_console_script_measures_and_reports(tiny_profile_path: Path, t
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     exe = Path(sys.executable).with_name("casprof")
     cmd = [str(exe), "fidelity", "--profile", str(tiny_profile_path), "--samples", "5", "--rounds", "2",
-           "--seed", "1", "--report", str(tmp_path)]
+           "--seed", "1", "--retime-structure", "--report", str(tmp_path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "| profile (c'_id + Σ edge costs) |" in proc.stdout and "Test-retest error" in proc.stdout
@@ -136,6 +137,23 @@ def test_fidelity_console_script_measures_and_reports(tiny_profile_path: Path, t
     assert 0 <= s["profile"]["within_5"] <= s["profile"]["within_10"] <= 1
     assert s["test_retest_pct"] >= 0
     assert (tmp_path / "fidelity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # --retime-structure: the structure terms timed beside the networks, each with its samples, and their effect
+    terms = report["structure_terms"]
+    assert len(terms) == 3 * len(Profile.load(tiny_profile_path).edge_model.cells)  # type: ignore[union-attr]
+    for t in terms:
+        assert len(t["now_samples_ms"]) == 2 and math.isclose(t["now_ms"], statistics.median(t["now_samples_ms"]))
+        assert math.isclose(t["change_ms"], t["now_ms"] - t["profile_ms"])
+    shifts = [100 * (n["predicted_structure_now_ms"] - n["predicted_ms"]) / n["predicted_ms"] for n in nets]
+    assert math.isclose(s["structure_shift_pct"], statistics.mean(shifts))
+    assert "Structure terms of the per-edge model" in proc.stdout
+
+
+def test_fidelity_without_retiming_the_structure(tiny_profile_path: Path) -> None:
+    result = runner.invoke(app, ["fidelity", "--profile", str(tiny_profile_path), "--samples", "5", "--rounds", "2",
+                                 "--no-extremes", "--no-retime-structure"])
+    assert result.exit_code == 0, result.output
+    assert "| profile (c'_id + Σ edge costs) |" in result.output
+    assert "Structure terms" not in result.output and "structure terms timed now" not in result.output
 
 
 def test_runs_are_bracketed_by_rotating_baseline_instances() -> None:
@@ -178,11 +196,14 @@ def test_networks_are_timed_in_blocks_that_cover_every_candidate(tiny_profile_pa
     with pytest.raises(Exception, match="At least one baseline instance"):
         FidelitySettings(samples=5, baseline_instances=0)
     p = Profile.load(tiny_profile_path)
-    settings = FidelitySettings(samples=5, seed=1, rounds=2, block_size=3)
+    settings = FidelitySettings(samples=5, seed=1, rounds=2, block_size=3)  # structure not re-timed by default
     report = run_fidelity(p, detect_hardware(), settings)
     names = [c.name for c in draw_candidates(p, settings)]
     assert [r.name for r in report.networks] == names  # 7 networks in blocks of 3, 3 and 1
     assert all(r.first_ms > 0 and r.second_ms > 0 for r in report.networks)
+    # not re-timed: no structure block, no diagnostic row, nothing in the JSON
+    assert report.structure == () and report.structure_agreement is None and report.structure_shift_pct is None
+    assert report.to_dict()["structure_terms"] == [] and "structure terms timed now" not in report_markdown(report)
 
 
 def test_sweeps_share_the_rounds_out_in_order() -> None:
@@ -217,9 +238,22 @@ def test_every_block_is_measured_once_per_sweep(tiny_profile_path: Path) -> None
 
     stages: list[str] = []
     p = Profile.load(tiny_profile_path)
-    settings = FidelitySettings(samples=5, seed=1, rounds=4, block_size=4, sweeps=2)
+    settings = FidelitySettings(samples=5, seed=1, rounds=4, block_size=4, sweeps=2, retime_structure=True)
     report = run_fidelity(p, detect_hardware(), settings, progress=lambda e: stages.append(e.stage))
     blocks = list(dict.fromkeys(s[s.index("(") + 1:s.index(")")] for s in stages if s.startswith("warming up")))
-    assert blocks == ["block 1/2, sweep 1/2", "block 2/2, sweep 1/2", "block 1/2, sweep 2/2", "block 2/2, sweep 2/2"]
+    assert blocks == ["block 1/2, sweep 1/2", "block 2/2, sweep 1/2", "structure probes, sweep 1/2",
+                      "block 1/2, sweep 2/2", "block 2/2, sweep 2/2", "structure probes, sweep 2/2"]
     assert all(len(r.samples_ms[0]) == len(r.samples_ms[1]) == 2 for r in report.networks)  # 4 rounds, 2 instances
-    assert report.settings["sweeps"] == 2
+    assert report.settings["sweeps"] == 2 and report.settings["retime_structure"] is True
+    # the structure probes were timed in the same rounds: every term of the profile's edge model, 4 samples each
+    assert p.edge_model is not None
+    assert [t.probe.key for t in report.structure] == [
+        f"{c}/identity@{v}" for c in p.edge_model.cells for v in ("inputs_only", "rest_on_input0", "rest_on_input1")]
+    assert all(t.now.measurement is not None and t.now.measurement.n == 4 for t in report.structure)
+    assert all(t.profile is p.edge_model.cells[t.probe.cell_type].inputs_only["latency_ms"]
+               for t in report.structure if t.probe.variant.value == "inputs_only")
+    assert report.structure_agreement is not None and all(r.structure_now_ms is not None for r in report.networks)
+    d = report.to_dict()
+    assert len(d["structure_terms"]) == len(report.structure) and d["summary"]["structure_now"]["n"] == len(report.networks)
+    md = report_markdown(report)
+    assert "diagnostic: same profile, structure terms timed now" in md and f"| {report.structure[0].probe.key} |" in md

@@ -26,3 +26,8 @@ NetworkOpt = Annotated[
     typer.Option("--network", help="A network configuration JSON (default: the built-in CAS network).", show_default=False),
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
+#: ``casprof fidelity`` and ``casprof calibrate`` time derived networks the same way.
+NetworkRoundsOpt = Annotated[int, typer.Option("--rounds", help="Timed runs per network, alternating between 2 instances (even).")]
+NetworkSweepsOpt = Annotated[
+    int, typer.Option("--sweeps", help="Passes over all blocks of networks that share the rounds (new instances in each).")
+]

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from casprof.cli._app import err_console
-from casprof.cli._options import ProfileOpt, SeedOpt
+from casprof.cli._options import NetworkRoundsOpt, NetworkSweepsOpt, ProfileOpt, SeedOpt
 from casprof.cli._progress import stage_progress
 from casprof.errors import UserInputError
 from casprof.hardware import detect_hardware
@@ -19,9 +19,12 @@ def fidelity(
     profile: ProfileOpt,
     samples: Annotated[int, typer.Option("--samples", "-n", help="Random genotypes to measure (at least 5).")] = 30,
     seed: SeedOpt = 0,
-    rounds: Annotated[int, typer.Option("--rounds", help="Timed runs per network, alternating between 2 instances (even).")] = 24,
-    sweeps: Annotated[int, typer.Option("--sweeps", help="Passes over all blocks of networks that share the rounds (new instances in each).")] = 2,
+    rounds: NetworkRoundsOpt = 24,
+    sweeps: NetworkSweepsOpt = 2,
     extremes: Annotated[bool, typer.Option("--extremes/--no-extremes", help="Add the all-cheapest and all-most-expensive genotypes.")] = True,
+    retime_structure: Annotated[bool, typer.Option(
+        "--retime-structure/--no-retime-structure",
+        help="Also time the profile's structure probes and report their terms now (a diagnostic of a stale level).")] = False,
     report: Annotated[Optional[Path], typer.Option("--report", help="Folder for fidelity.json, .md and .png (must exist).", show_default=False)] = None,
 ) -> None:
     """Measure random derived networks on this machine and compare with the profile's predictions.
@@ -31,17 +34,21 @@ def fidelity(
     the profile measures c_o (the raw comparison and the machine's speed change since the profile
     are reported beside it). Reports MAPE, worst error, shares within ±5%/±10%, Kendall τ and
     Spearman ρ, the same for MACs and parameters (linearly fitted), and the measurement's own
-    test-retest error.
+    test-retest error. With --retime-structure the profile's structure probes are timed again
+    beside the networks, to tell a profile whose level went stale from a model error. A calibrated
+    profile (`casprof calibrate`) is also compared without its offset.
     """
-    from casprof.fidelity import FidelitySettings, check_can_measure, run_fidelity  # scipy: import on use
+    from casprof.fidelity import FidelitySettings, check_can_measure, check_held_out, run_fidelity  # scipy: import on use
     from casprof.fidelity_report import report_markdown, write_report
 
-    settings = FidelitySettings(samples=samples, seed=seed, rounds=rounds, sweeps=sweeps, extremes=extremes)
+    settings = FidelitySettings(samples=samples, seed=seed, rounds=rounds, sweeps=sweeps, extremes=extremes,
+                                 retime_structure=retime_structure)
     if report is not None and not report.is_dir():
         raise UserInputError(f"The report folder {report} does not exist.")
     p = Profile.load(profile)
     hardware = detect_hardware()
     check_can_measure(p, hardware)
+    check_held_out(p, settings)
     h, w = p.input_size
     err_console.print(
         f"Checking [bold]{profile}[/] ({p.device}, {p.backend.name}/{p.backend.precision}, {h}x{w}, "

@@ -80,7 +80,8 @@ def check(profile: ProfileArg) -> None:
 
 
 def predict(profile: ProfileOpt, genotype: GenotypeOpt, json_out: JsonFlag = False) -> None:
-    """Predicted absolute cost of a genotype's derived network: c'_id plus its edges' shares."""
+    """Predicted absolute cost of a genotype's derived network: c'_id plus its edges' shares
+    (plus the profile's measured latency offset if it was calibrated with ``casprof calibrate``)."""
     p = Profile.load(profile)
     g = Genotype.load(genotype)
     result = predict_costs(p, g)
@@ -88,10 +89,11 @@ def predict(profile: ProfileOpt, genotype: GenotypeOpt, json_out: JsonFlag = Fal
         typer.echo(json.dumps({m: r.to_dict() for m, r in result.items()}, indent=2))
         return
     table = Table(title=f"predicted cost of {genotype.name} from {profile.name}" + (" (ESTIMATED profile)" if p.method.value == "estimated" else ""))
-    for col in ("metric", "predicted", "baseline c'_id", "normal", "reduce", "ms", "method"):
+    for col in ("metric", "predicted", "baseline c'_id", "normal", "reduce", "ms", "calibration", "method"):
         table.add_column(col, justify="left" if col in ("metric", "method") else "right")
     for m, r in result.items():
-        table.add_row(m, f"{r.value:.6g} {r.unit}", f"{r.baseline:.6g}", *(f"{r.by_cell_type[t]:+.4g}" for t in ("normal", "reduce", "ms")), r.method)
+        table.add_row(m, f"{r.value:.6g} {r.unit}", f"{r.baseline:.6g}", *(f"{r.by_cell_type[t]:+.4g}" for t in ("normal", "reduce", "ms")),
+                      f"{r.calibration:+.4g}" if r.calibration else "-", r.method)
     out_console.print(table)
 
 

@@ -1,0 +1,90 @@
+"""Benchmark helper: score recorded fidelity measurements against another profile's predictions.
+
+A fidelity report keeps, per derived network, its genotype and its anchored measurements (all
+rounds, and per instance). This script predicts the same genotypes with ``--profile`` (for
+example the same profile after ``casprof calibrate``) and recomputes the figures against the
+recorded measurements, without timing anything. The measurements must come from the machine and
+network the profile was made for (checked); the anchoring used the c'_id of the profile the
+check was run with, which must be the profile's own c'_id (checked), so that both sides of the
+comparison rest on the same baseline.
+
+    python benchmarks/fidelity_rescore.py --profile profiles/cpu-6d78dc83-onnxruntime-fp32-768x1536.json \\
+        benchmarks/results/fidelity_cpu_onnxruntime_6d78dc8361ef86df*.json --tag calibrated
+
+Writes ``benchmarks/results/fidelity_rescore_<digest>[_<tag>].{md,json}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from casprof._io import atomic_write_json, atomic_write_text
+from casprof.fidelity_metrics import agreement, retest_error
+from casprof.genotype import Genotype
+from casprof.predict import predict
+from casprof.profile import Metric, Profile
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+TARGETS = {"mape": 3.0, "within_5": 0.95, "kendall_tau": 0.9, "ratio": 1.5}
+
+
+def rescore(profile: Profile, report: dict) -> dict:
+    """The figures of one recorded check with ``profile``'s predictions."""
+    lat = Metric.LATENCY_MS.value
+    if report["profile"]["hardware_digest"] != profile.hardware.get("digest"):
+        sys.exit(f"{report['created']}: measured on hardware {report['profile']['hardware_digest']}, "
+                 f"not the profile's {profile.hardware.get('digest')}.")
+    base = report["summary"]["baseline_profile_ms"]
+    if abs(base - profile.baseline[lat].value) > 1e-9:
+        sys.exit(f"{report['created']}: anchored at c'_id {base} ms, not the profile's {profile.baseline[lat].value} ms.")
+    nets = report["networks"]
+    predicted = [predict(profile, Genotype.from_dict(n["genotype"]))[lat].value for n in nets]
+    a = agreement(predicted, [n["measured_ms"] for n in nets])
+    retest = retest_error([n["first_ms"] for n in nets], [n["second_ms"] for n in nets])
+    ratio = a.mape / retest if retest > 0 else None
+    met = {"mape": a.mape <= TARGETS["mape"], "within_5": a.within_5 >= TARGETS["within_5"],
+           "kendall_tau": a.kendall_tau is not None and a.kendall_tau >= TARGETS["kendall_tau"],
+           "ratio": ratio is not None and ratio <= TARGETS["ratio"]}
+    return {"check_created": report["created"], "check_profile_path": report["profile_path"],
+            "networks": len(nets), "agreement": a.to_dict(), "test_retest_pct": retest, "mape_to_test_retest": ratio,
+            "targets_met": met}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", type=Path, required=True)
+    parser.add_argument("reports", type=Path, nargs="+", help="fidelity report JSON files")
+    parser.add_argument("--tag", default="")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    profile = Profile.load(args.profile)
+    rows = [rescore(profile, json.loads(p.read_text())) | {"file": p.name} for p in args.reports]
+    cal = profile.calibration
+    digest = profile.hardware.get("digest")
+    command = "python benchmarks/fidelity_rescore.py " + " ".join(sys.argv[1:])
+    lines = [f"# Recorded fidelity checks scored with `{args.profile.name}`", "",
+             f"- command: `{command}`",
+             f"- profile created {profile.created}; calibration: "
+             + ("none" if cal is None else f"{cal.offset.value:+.3f} ms from {len(cal.networks)} networks ({cal.created})"),
+             "- measurements as recorded by each check (nothing re-timed); predictions from the profile above", "",
+             "| check (created) | file | MAPE | within ±5% | Kendall τ | MAPE / test-retest | mean error | SD | all four met |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for r in rows:
+        a = r["agreement"]
+        ratio = "-" if r["mape_to_test_retest"] is None else f"{r['mape_to_test_retest']:.2f}"
+        lines.append(f"| {r['check_created']} | `{r['file']}` | {a['mape']:.2f}% | {a['within_5']:.0%} | {a['kendall_tau']:.3f} | "
+                     f"{ratio} | {a['bias']:+.2f}% | {a['spread']:.2f}% | {'yes' if all(r['targets_met'].values()) else 'no'} |")
+    md = "\n".join(lines) + "\n"
+    stem = f"fidelity_rescore_{digest}" + (f"_{args.tag}" if args.tag else "")
+    args.results.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(args.results / f"{stem}.json", {"profile": str(args.profile), "command": command, "checks": rows})
+    atomic_write_text(args.results / f"{stem}.md", md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
