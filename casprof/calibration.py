@@ -68,10 +68,9 @@ class CalibrationSettings:
             raise UserInputError(f"The calibration seed must be between 0 and 999999, got {self.seed}.")
         if self.networks > 1000:
             raise UserInputError(f"A calibration takes at most 1000 networks, got {self.networks}.")
-        if self.rounds < 2 or self.rounds % 2:
-            raise UserInputError(f"The rounds must be an even number of at least 2 (two instances), got {self.rounds}.")
-        if not 1 <= self.sweeps <= self.rounds:
-            raise UserInputError(f"The sweeps must be between 1 and the number of rounds ({self.rounds}), got {self.sweeps}.")
+        from casprof.fidelity import check_timing_plan  # fidelity imports scipy: on use
+
+        check_timing_plan(self)
 
     def genotype_seed(self, k: int) -> int:
         return CALIBRATION_SEED_BASE + 1000 * self.seed + k

@@ -69,6 +69,30 @@ MIN_SAMPLES = 5
 INSTANCES = 2
 
 
+class TimingPlan(Protocol):
+    """How networks are timed in blocks: what :class:`FidelitySettings` and the calibration's settings share."""
+
+    rounds: int
+    sweeps: int
+    block_size: int
+    baseline_instances: int
+    seed: int
+
+    def sweep_rounds(self, sweep: int) -> range: ...
+
+
+def check_timing_plan(plan: TimingPlan) -> None:
+    """Refuse rounds, sweeps, block sizes and baseline instances that cannot time two instances per network."""
+    if plan.rounds < 2 or plan.rounds % 2:
+        raise UserInputError(f"The rounds must be an even number of at least 2 (two instances), got {plan.rounds}.")
+    if plan.block_size < 2:
+        raise UserInputError(f"A block must hold at least 2 networks, got {plan.block_size}.")
+    if plan.baseline_instances < 1:
+        raise UserInputError(f"At least one baseline instance is needed, got {plan.baseline_instances}.")
+    if not 1 <= plan.sweeps <= plan.rounds:
+        raise UserInputError(f"The sweeps must be between 1 and the number of rounds ({plan.rounds}), got {plan.sweeps}.")
+
+
 @dataclass(frozen=True)
 class FidelitySettings:
     """What a fidelity check draws and how long it measures.
@@ -105,14 +129,7 @@ class FidelitySettings:
     def __post_init__(self) -> None:
         if self.samples < MIN_SAMPLES:
             raise UserInputError(f"A fidelity check needs at least {MIN_SAMPLES} random genotypes, got {self.samples}.")
-        if self.rounds < 2 or self.rounds % 2:
-            raise UserInputError(f"The rounds must be an even number of at least 2 (two instances), got {self.rounds}.")
-        if self.block_size < 2:
-            raise UserInputError(f"A block must hold at least 2 networks, got {self.block_size}.")
-        if self.baseline_instances < 1:
-            raise UserInputError(f"At least one baseline instance is needed, got {self.baseline_instances}.")
-        if not 1 <= self.sweeps <= self.rounds:
-            raise UserInputError(f"The sweeps must be between 1 and the number of rounds ({self.rounds}), got {self.sweeps}.")
+        check_timing_plan(self)
 
     def sweep_rounds(self, sweep: int) -> range:
         """The (global) indices of the rounds that sweep ``sweep`` (0-based) runs."""
@@ -387,18 +404,6 @@ def time_networks(runners: dict[str, list[Runner]], baselines: Sequence[Runner],
         out.baseline.extend(got.baseline)
     progress(Progress("measuring", len(rounds), len(rounds)))
     return out
-
-
-class TimingPlan(Protocol):
-    """How networks are timed in blocks: what :class:`FidelitySettings` and the calibration's settings share."""
-
-    rounds: int
-    sweeps: int
-    block_size: int
-    baseline_instances: int
-    seed: int
-
-    def sweep_rounds(self, sweep: int) -> range: ...
 
 
 @dataclass
