@@ -24,10 +24,12 @@ independent measurements m1, m2 of a network (their disagreement is the test-ret
 MACs and parameter counts are compared beside the profile, each fitted linearly to the
 measurements (see :mod:`casprof.fidelity_metrics`).
 
-With ``retime_structure`` (``--retime-structure``), for a schema-2 profile the check also times
-the structure probes of its per-edge model, as one more block in the same sweeps, and reports their terms now beside the profile's and the agreement
-of the profile with the terms timed now, as a diagnostic of a stale level
-(:mod:`casprof.structure_drift`); the profile's own figures are never replaced by it.
+With ``retime_structure`` (``--retime-structure``), for a profile with a per-edge model the check
+also times the model's structure probes, as one more block in the same sweeps, and reports their
+terms now beside the profile's, and the agreement of the profile with the terms timed now, as a
+diagnostic of a stale level (:mod:`casprof.structure_drift`); the profile's own figures are never
+replaced by it. A calibrated profile (:mod:`casprof.calibration`) is also scored without its
+offset, and the check refuses genotypes that the calibration measured.
 """
 
 from __future__ import annotations

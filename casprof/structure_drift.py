@@ -7,15 +7,17 @@ c'(probe) - c'_id, a few ms). Every prediction depends on all nine with weights 
 prediction the same way. Measured on the 2-core CI machine with ONNX Runtime: two profiles made
 two hours apart had structure terms up to 3.6 ms apart, and their fidelity checks' mean errors
 were -4.1 % and -0.2 %; swapping only the structure terms between the two profiles swapped the
-mean errors (the operations' c_o sums agreed within 1.6 %). Timed again four hours later with
-72 samples each, the terms moved once more by up to 4 ms: they drift with the machine's state
-by more than their intervals say.
+mean errors (the operations' c_o sums agreed within 1.6 %). Timed again hours later (72 samples
+each), single terms moved by up to 7 ms, yet the predictions with them were still 2-3.6 % low:
+the level error was the per-edge model's own, which ``casprof calibrate`` now measures
+(:mod:`casprof.calibration`).
 
-So a fidelity check times these probes in its own rounds, bracketed like its derived networks,
-and reports each term in the profile and now, and the agreement that the profile would reach with
-the terms timed now. That row is a diagnostic, not the profile's result: where it agrees and the
-profile does not, the profile's level is stale (measure it again); where both disagree, the
-model is wrong.
+With ``--retime-structure`` a fidelity check times these probes in its own rounds, bracketed like
+its derived networks, and reports each term in the profile and now, and the agreement that the
+profile would reach with the terms timed now. That row is a diagnostic, not the profile's result:
+where it agrees and the profile does not, the profile's level is stale (measure it again); where
+both disagree, the model is off. With the check's 24 samples a term's interval is about ±5 ms at
+768x1536 here, so only a large drift shows.
 """
 
 from __future__ import annotations
