@@ -26,6 +26,7 @@ from casprof.backends.base import Backend
 from casprof.config import NetworkConfig
 from casprof.devices import resolve_device
 from casprof.fidelity import FidelityReport, FidelitySettings, run_fidelity
+from casprof.fidelity_metrics import Agreement
 from casprof.fidelity_report import report_markdown, write_report
 from casprof.hardware import detect_hardware
 from casprof.measure import MeasureSettings, run_measurement
@@ -39,8 +40,11 @@ TARGETS = {"mape_pct": 3.0, "within_5": 0.95, "kendall_tau": 0.9, "mape_to_retes
 
 
 def targets(report: FidelityReport) -> list[dict]:
-    a = report.profile_agreement
-    ratio = report.mape_to_retest
+    return target_rows(report.profile_agreement, report.mape_to_retest)
+
+
+def target_rows(a: Agreement, ratio: float | None) -> list[dict]:
+    """Each target figure of the issue with its value and whether it is met."""
     rows = [
         ("MAPE", f"{a.mape:.2f}%", f"≤ {TARGETS['mape_pct']:g}%", a.mape <= TARGETS["mape_pct"]),
         ("within ±5%", f"{a.within_5:.0%}", f"≥ {TARGETS['within_5']:.0%}", a.within_5 >= TARGETS["within_5"]),

@@ -115,6 +115,13 @@ class Calibration:
     def seeds(self) -> frozenset[int]:
         return frozenset(n.seed for n in self.networks)
 
+    def summary(self) -> str:
+        """One line for people: the offset, where it comes from, its interval and date."""
+        ci = self.offset.interval
+        interval = "" if ci is None else f", 95% interval [{ci[0]:+.3f}, {ci[1]:+.3f}]"
+        return (f"{self.offset.value:+.3f} ms added to every latency prediction (median residual of "
+                f"{len(self.networks)} measured derived networks{interval}, {self.created})")
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "metric": "latency_ms",

@@ -101,12 +101,8 @@ def check_profile(profile: Profile, present: HardwareFingerprint | None = None) 
                 note = cost.measurement.noise_warning()
                 if note:
                     findings.append(Finding("warning", f"{t}/{op}: {note}"))
-    cal = profile.calibration
-    if cal is not None and cal.offset.interval is not None:
-        lo, hi = cal.offset.interval
-        findings.append(Finding("info", f"calibrated: {cal.offset.value:+.3f} ms added to every latency prediction "
-                                        f"(median residual of {len(cal.networks)} networks, 95% interval [{lo:+.3f}, {hi:+.3f}], "
-                                        f"{cal.created})."))
+    if profile.calibration is not None:
+        findings.append(Finding("info", f"calibrated: {profile.calibration.summary()}."))
     digest = profile.hardware.get("digest")
     if present is not None and digest and digest != present.digest():
         findings.append(Finding("info", f"The profile was made on other hardware ({_describe(profile)}) than this machine ({present.describe()})."))

@@ -89,13 +89,8 @@ def profile_table(profile: Profile) -> Group:
         )
     elif lat is not None:
         header.append(f"baseline c'_id: {lat.value:.3f} ms (ESTIMATE, not measured)")
-    cal = profile.calibration
-    if cal is not None and cal.offset.interval is not None:
-        lo, hi = cal.offset.interval
-        header.append(
-            f"calibration: {cal.offset.value:+.3f} ms added to every latency prediction (median residual of "
-            f"{len(cal.networks)} measured derived networks, 95% CI {lo:+.3f}–{hi:+.3f}, {cal.created})"
-        )
+    if profile.calibration is not None:
+        header.append(f"calibration: {profile.calibration.summary()}")
     for m in (Metric.PARAMS.value, Metric.MACS.value):
         if m in profile.baseline:
             header.append(f"baseline {m}: {_fmt(profile.baseline[m].value, m)}")

@@ -232,15 +232,14 @@ def anchored_ms(baseline_ms: float, times: Sequence[Sequence[float]], brackets: 
 def network_result(candidate: Candidate, predicted: float, uniform: float | None, baseline_ms: float,
                    times: tuple[list[float], ...], brackets: tuple[list[float], ...], exact: tuple[float, float]) -> NetworkResult:
     """Anchored and raw figures of one network from its per-instance times and brackets."""
-    diffs = [[t - b for t, b in zip(ts, bs)] for ts, bs in zip(times, brackets)]
     first, second = times
     return NetworkResult(
         name=candidate.name,
         genotype=candidate.genotype.to_dict(),
         predicted_ms=predicted,
         uniform_ms=uniform,
-        first_ms=baseline_ms + float(np.median(diffs[0])),
-        second_ms=baseline_ms + float(np.median(diffs[1])),
+        first_ms=anchored_ms(baseline_ms, times[:1], brackets[:1]),
+        second_ms=anchored_ms(baseline_ms, times[1:], brackets[1:]),
         measured_ms=anchored_ms(baseline_ms, times, brackets),
         samples_ms=(tuple(first), tuple(second)),
         brackets_ms=(tuple(brackets[0]), tuple(brackets[1])),

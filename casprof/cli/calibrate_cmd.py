@@ -46,9 +46,7 @@ def calibrate(
     with stage_progress() as on_progress:
         cal = run_calibration(p, hardware, settings, progress=on_progress)
     dataclasses.replace(p, calibration=cal).save(target)
-    lo, hi = cal.offset.interval or (float("nan"), float("nan"))
-    typer.echo(f"{target}: latency offset {cal.offset.value:+.3f} ms (median of {len(cal.networks)} networks' "
-               f"measured - predicted, 95% CI {lo:+.3f} to {hi:+.3f}); baseline now {cal.baseline_now_ms:.3f} ms vs "
+    typer.echo(f"{target}: latency offset {cal.summary()}; baseline now {cal.baseline_now_ms:.3f} ms vs "
                f"c'_id {p.baseline[Metric.LATENCY_MS.value].value:.3f} ms.")
     for n in cal.networks:
         typer.echo(f"  seed {n.seed}: predicted {n.predicted_ms:.3f} ms, measured {n.measured_ms:.3f} ms, "
