@@ -1,10 +1,13 @@
 """Benchmark: how well the roofline estimator ranks operations, against every measured profile we have.
 
-For each measured profile (default: the committed ``profiles/cpu-*.json``) the estimator is run
-for the same network, resolution and precision, with figures for the CPU that made the profile:
-a short MEASURED calibration of this machine's attainable fp32 rate (1024x1024 ``torch.mm``) and
-copy bandwidth at the profile's thread count (the generic ``cpu`` registry entry has no spec
-figures). The estimated c_o of every operation (29: all but ``identity``) is compared with the
+For each measured profile (default: every measured profile under ``profiles/``) the estimator is
+run for the same network, resolution and precision, with figures for the device that made it. A
+CPU profile gets a short MEASURED calibration of this machine's attainable fp32 rate (1024x1024
+``torch.mm``) and copy bandwidth at the profile's thread count (the generic ``cpu`` registry entry
+has no spec figures), so it is compared only on the machine that made it. A GPU profile gets the
+registry's spec-sheet figures of its device (``casprof devices``) in its precision, exactly what
+``casprof measure --device NAME --estimate`` uses for a GPU that is not here, so it is compared
+anywhere. The estimated c_o of every operation (29: all but ``identity``) is compared with the
 measured c_o by Kendall tau and Spearman rho, overall and per cell type, and beside it the
 ranking that the operations' MAC counts alone would give.
 
@@ -22,7 +25,8 @@ from typing import Any
 from scipy import stats
 
 from casprof._io import atomic_write_json, atomic_write_text
-from casprof.estimate import calibrate_cpu, estimate_probe_ms
+from casprof.devices import DeviceKind, get_device
+from casprof.estimate import Roofline, calibrate_cpu, estimate_probe_ms
 from casprof.hardware import detect_hardware
 from casprof.ops import CELL_TYPES
 from casprof.probes import BASELINE, measured_probes
@@ -37,10 +41,24 @@ def _ranks(x: list[float], y: list[float]) -> dict[str, float]:
             "n": len(x)}
 
 
+def is_gpu_profile(profile: Profile) -> bool:
+    return profile.backend.device.startswith("cuda")
+
+
+def roofline_for(profile: Profile) -> Roofline:
+    """Spec-sheet figures for a GPU profile's registry device; a measured calibration for a CPU profile."""
+    if is_gpu_profile(profile):
+        spec = get_device(profile.device)
+        if spec.kind is not DeviceKind.CUDA or spec.is_generic:
+            raise SystemExit(f"{profile.device}: a GPU profile needs a named registry device with spec-sheet figures")
+        return Roofline.from_device(spec, profile.backend.precision)
+    return calibrate_cpu(int(profile.backend.threads or 1))
+
+
 def compare(profile: Profile, path: Path) -> dict[str, Any]:
     """Estimated against measured c_o of one profile (latency), with MACs as a reference ranking."""
     threads = int(profile.backend.threads or 1)
-    roofline = calibrate_cpu(threads)
+    roofline = roofline_for(profile)
     start = time.perf_counter()
     base = estimate_probe_ms(profile.network, BASELINE, profile.input_size, roofline)
     rows = []
@@ -62,8 +80,11 @@ def compare(profile: Profile, path: Path) -> dict[str, Any]:
 
     return {
         "profile": str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path),
+        "device": profile.device,
+        "gpu": [g.get("name") for g in profile.hardware.get("gpus") or []] if is_gpu_profile(profile) else [],
         "backend": profile.backend.name,
         "backend_version": profile.backend.version,
+        "precision": profile.backend.precision,
         "threads": threads,
         "resolution": list(profile.input_size),
         "hardware_digest": profile.hardware.get("digest"),
@@ -77,6 +98,15 @@ def compare(profile: Profile, path: Path) -> dict[str, Any]:
     }
 
 
+def _rate(tflops: float) -> str:
+    return f"{tflops:.1f} TFLOP/s" if tflops >= 1 else f"{tflops * 1e3:.0f} GFLOP/s"
+
+
+def _where(c: dict[str, Any]) -> str:
+    gpus = c.get("gpu") or []
+    return f"{', '.join(gpus)} ({c['device']})" if gpus else f"{c['threads']} threads"
+
+
 def markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Roofline estimate against measured profiles",
@@ -86,6 +116,8 @@ def markdown(report: dict[str, Any]) -> str:
         "- CPU figures: MEASURED calibration on this machine at the profile's thread count (best fp32 rate of a "
         "1024x1024 `torch.mm`, best copy bandwidth of a 256 MiB tensor); launch overhead 1 µs per operator "
         "(the registry's CPU assumption). Other work on the machine lowers the calibration.",
+        "- GPU figures: the registry's SPEC-SHEET peak rate (in the profile's precision), memory bandwidth and "
+        "launch overhead of the profile's device, as `casprof measure --estimate` uses them; nothing calibrated.",
         "- rank correlation over the 29 operations' c_o (all but `identity`); “MACs” ranks by the operations' "
         "exact MAC counts instead, for reference",
         "",
@@ -96,7 +128,7 @@ def markdown(report: dict[str, Any]) -> str:
         o = c["overall"]
         by = c["by_cell_type"]
         lines.append(
-            f"| `{c['profile']}` ({c['backend']}, {c['threads']} threads; {c['roofline']['peak_tflops'] * 1e3:.0f} GFLOP/s, "
+            f"| `{c['profile']}` ({c['backend']} {c.get('precision', 'fp32')}, {_where(c)}; {_rate(c['roofline']['peak_tflops'])}, "
             f"{c['roofline']['bandwidth_gbs']:.1f} GB/s) | {c['measured_baseline_ms']:.0f} / {c['estimated_baseline_ms']:.0f} ms | "
             f"{o['estimate']['kendall_tau']:.3f} | {o['estimate']['spearman_rho']:.3f} | {o['macs']['kendall_tau']:.3f} | "
             f"{o['macs']['spearman_rho']:.3f} | {by['normal']['estimate']['kendall_tau']:.3f} | "
@@ -112,17 +144,17 @@ def markdown(report: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profiles", type=Path, nargs="*", default=None, help="measured profiles (default: profiles/cpu-*.json)")
+    parser.add_argument("--profiles", type=Path, nargs="*", default=None, help="measured profiles (default: every one in profiles/)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder for estimate_vs_measured.{json,md}")
     args = parser.parse_args()
-    paths = args.profiles or sorted((ROOT / "profiles").glob("cpu-*.json"))
+    paths = args.profiles or sorted((ROOT / "profiles").glob("*.json"))
     hw = detect_hardware()
     comparisons = []
     for path in paths:
         profile = Profile.load(path)
         if profile.method is not Method.MEASURED:
             continue
-        if profile.hardware.get("digest") != hw.digest():
+        if not is_gpu_profile(profile) and profile.hardware.get("digest") != hw.digest():
             print(f"skipping {path}: made on other hardware, so this CPU's calibration does not describe it")
             continue
         comparisons.append(compare(profile, path))

@@ -7,6 +7,8 @@ fitted) are reported beside them.
 
 Run on a quiet machine: ``python benchmarks/fidelity_cpu.py --backend onnxruntime`` (and
 ``--backend torch``). Writes ``benchmarks/results/fidelity_cpu_<backend>_<digest>.{json,md,png}``.
+A profile measured on a GPU (``--profile profiles/h100-...-torch-fp16-768x1536.json``) is checked on
+that GPU the same way, into ``fidelity_<device>_<backend>[_fp16]_<digest>.*``.
 
 ``--short`` checks the script itself in about a minute: it measures a profile of the TINY test
 network at 64x128 first, then checks it with 5 genotypes; its files go to a temporary folder
@@ -56,6 +58,13 @@ def target_rows(a: Agreement, ratio: float | None) -> list[dict]:
     return [{"figure": f, "value": v, "target": t, "met": bool(m)} for f, v, t, m in rows]
 
 
+def result_stem(profile: Profile, digest: str) -> str:
+    """``fidelity_<device>_<backend>[_<precision>]_<digest>``, the device as the profile names it (``cpu``,
+    ``h100``); the precision only where it is not fp32, so the CPU names stay as they were."""
+    precision = "" if profile.backend.precision == "fp32" else f"_{profile.backend.precision}"
+    return f"fidelity_{profile.device}_{profile.backend.name}{precision}_{digest}"
+
+
 def short_profile(backend: str, folder: Path) -> Path:
     """A real profile of the TINY network at 64x128 (3 rounds), for --short."""
     hw = detect_hardware()
@@ -97,7 +106,7 @@ def main() -> None:
                               progress=lambda e: print(f"  {e.stage}: {e.done}/{e.total} {e.detail}", flush=True)
                               if e.done == e.total else None)
         results.mkdir(parents=True, exist_ok=True)
-        stem = f"fidelity_cpu_{args.backend}_{hw.digest()}" + ("_short" if args.short else "") + (f"_{args.tag}" if args.tag else "")
+        stem = result_stem(profile, hw.digest()) + ("_short" if args.short else "") + (f"_{args.tag}" if args.tag else "")
         paths = write_report(report, results, stem)
         checks = targets(report)
         data = json.loads(paths["json"].read_text())

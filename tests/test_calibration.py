@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from casprof.calibration import CALIBRATION_SEED_BASE, Calibration, CalibrationSettings, run_calibration
 from casprof.cli.app import app
+from casprof.compare import check_profile
 from casprof.genotype import random_genotype
 from casprof.hardware import detect_hardware
 from casprof.predict import predict
@@ -157,3 +158,19 @@ def test_fidelity_refuses_to_check_on_the_calibration_networks(calibrated_path: 
 def test_calibration_round_trips(calibrated_path: Path) -> None:
     cal = Profile.load(calibrated_path).calibration
     assert cal is not None and Calibration.from_dict(json.loads(json.dumps(cal.to_dict()))) == cal
+
+
+def test_check_warns_when_the_offset_is_not_distinguishable_from_zero() -> None:
+    """Shipped profiles: the H100 fp32 offset's interval spans 0 (a warning); the CPU ORT one does not."""
+    root = Path(__file__).resolve().parent.parent / "profiles"
+    doubtful = Profile.load(root / "h100-7ca37dc8-torch-fp32-768x1536.json")
+    clear = Profile.load(root / "cpu-6d78dc83-onnxruntime-fp32-768x1536.json")
+    assert doubtful.calibration is not None and clear.calibration is not None
+    lo, hi = doubtful.calibration.offset.interval
+    assert lo <= 0 <= hi and doubtful.calibration.includes_zero
+    assert not clear.calibration.includes_zero
+    assert "not distinguishable from none" in doubtful.calibration.summary()
+    assert "not distinguishable" not in clear.calibration.summary()
+    levels = {f.level for f in check_profile(doubtful) if f.message.startswith("calibrated:")}
+    assert levels == {"warning"}
+    assert {f.level for f in check_profile(clear) if f.message.startswith("calibrated:")} == {"info"}
