@@ -42,12 +42,13 @@ step() {
 }
 
 python3 -m casprof devices >"$LOGS/devices.log" 2>&1 || { cat "$LOGS/devices.log"; exit 1; }
-DEV=$(python3 -c "
+# the first named CUDA registry device present (else the generic "cuda") and the hardware digest, in one start-up
+read -r DEV DIGEST < <(python3 -c "
 from casprof.devices import DeviceKind, devices_present
 from casprof.hardware import detect_hardware
-named = [d.name for d in devices_present(detect_hardware()) if d.kind is DeviceKind.CUDA and not d.is_generic]
-print(named[0] if named else 'cuda')")
-DIGEST=$(python3 -c "from casprof.hardware import detect_hardware; print(detect_hardware().digest())")
+hw = detect_hardware()
+named = [d.name for d in devices_present(hw) if d.kind is DeviceKind.CUDA and not d.is_generic]
+print(named[0] if named else 'cuda', hw.digest())")
 echo "device $DEV, hardware $DIGEST" | tee "$LOGS/summary.txt"
 python3 -m pip list 2>/dev/null | grep -i -E "^(torch|onnx|onnxruntime|numpy|typer|rich|pandas|fvcore) " >>"$LOGS/summary.txt"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.limit,temperature.gpu --format=csv >>"$LOGS/summary.txt" 2>&1

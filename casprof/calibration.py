@@ -115,17 +115,12 @@ class Calibration:
     def seeds(self) -> frozenset[int]:
         return frozenset(n.seed for n in self.networks)
 
-    @property
-    def includes_zero(self) -> bool:
-        """Whether the offset's 95 % interval includes 0 (the networks do not show a level error)."""
-        ci = self.offset.interval
-        return ci is not None and ci[0] <= 0.0 <= ci[1]
-
     def summary(self) -> str:
         """One line for people: the offset, where it comes from, its interval and date."""
         ci = self.offset.interval
         interval = "" if ci is None else f", 95% interval [{ci[0]:+.3f}, {ci[1]:+.3f}]"
-        doubt = "; the interval includes 0, so this offset is not distinguishable from none" if self.includes_zero else ""
+        doubt = ("; the interval includes 0, so this offset is not distinguishable from none"
+                 if self.offset.interval_includes_zero else "")
         return (f"{self.offset.value:+.3f} ms added to every latency prediction (median residual of "
                 f"{len(self.networks)} measured derived networks{interval}, {self.created}){doubt}")
 

@@ -86,8 +86,8 @@ def predict(profile: Profile, genotype: Genotype) -> dict[str, Prediction]:
         }
         base = profile.baseline[metric].value
         latency = metric == Metric.LATENCY_MS.value
-        offset = profile.calibration.offset.value if latency and profile.calibration is not None else 0.0
-        calibrated = latency and profile.calibration is not None
-        method = profile.method.value + (" + calibration" if calibrated else "") if latency else "exact counts"
+        calibration = profile.calibration if latency else None  # only latency is ever calibrated
+        offset = 0.0 if calibration is None else calibration.offset.value
+        method = profile.method.value + ("" if calibration is None else " + calibration") if latency else "exact counts"
         result[metric] = Prediction(metric, base + sum(parts.values()) + offset, base, parts, method, offset)
     return result

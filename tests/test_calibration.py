@@ -167,8 +167,8 @@ def test_check_warns_when_the_offset_is_not_distinguishable_from_zero() -> None:
     clear = Profile.load(root / "cpu-6d78dc83-onnxruntime-fp32-768x1536.json")
     assert doubtful.calibration is not None and clear.calibration is not None
     lo, hi = doubtful.calibration.offset.interval
-    assert lo <= 0 <= hi and doubtful.calibration.includes_zero
-    assert not clear.calibration.includes_zero
+    assert lo <= 0 <= hi and doubtful.calibration.offset.interval_includes_zero
+    assert not clear.calibration.offset.interval_includes_zero
     assert "not distinguishable from none" in doubtful.calibration.summary()
     assert "not distinguishable" not in clear.calibration.summary()
     levels = {f.level for f in check_profile(doubtful) if f.message.startswith("calibrated:")}
