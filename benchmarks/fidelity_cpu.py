@@ -59,10 +59,12 @@ def target_rows(a: Agreement, ratio: float | None) -> list[dict]:
 
 
 def result_stem(profile: Profile, digest: str) -> str:
-    """``fidelity_<device>_<backend>[_<precision>]_<digest>``, the device as the profile names it (``cpu``,
-    ``h100``); the precision only where it is not fp32, so the CPU names stay as they were."""
+    """``fidelity_<device>_<backend>[-keep][_<precision>]_<digest>``, the device as the profile names it
+    (``cpu``, ``h100``); ``-keep`` for a profile measured with ``--cpu-allocator keep``, the precision
+    only where it is not fp32, so the older names stay as they were."""
     precision = "" if profile.backend.precision == "fp32" else f"_{profile.backend.precision}"
-    return f"fidelity_{profile.device}_{profile.backend.name}{precision}_{digest}"
+    keep = "-keep" if profile.settings.get("cpu_allocator") == "keep" else ""
+    return f"fidelity_{profile.device}_{profile.backend.name}{keep}{precision}_{digest}"
 
 
 def short_profile(backend: str, folder: Path) -> Path:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from casprof._io import atomic_write_json, atomic_write_text
 from casprof.backends.base import Backend, Precision
+from casprof.backends.cpu_memory import CpuAllocator
 from casprof.config import DEFAULT_CONFIG, parse_resolution
 from casprof.devices import DeviceKind, resolve_device
 from casprof.hardware import detect_hardware
@@ -80,7 +81,8 @@ def markdown(report: dict) -> str:
         f"{report.get('instances', 2)} instances of every probe, {report.get('baseline_instances', 2)} of the baseline "
         f"(rotated bracket by bracket); {report.get('warmup_passes', 0)} untimed interleaved warm-up pass(es); "
         f"rounds spread over {report.get('sweeps', 1)} sweep(s) of all blocks; "
-        f"intra-op thread pool: {report.get('thread_pool', 'per session, no spinning')}",
+        f"intra-op thread pool: {report.get('thread_pool', 'per session, no spinning')}"
+        + (f"; CPU allocator: {report['cpu_allocator']}" if report.get("backend") == "torch" and "cpu_allocator" in report else ""),
         f"- command: `{report['command']}`",
         f"- date: {report['date']}",
         "",
@@ -124,6 +126,8 @@ def main() -> None:
                         help="copy the first profile here (e.g. profiles/), and the second beside it as *-repeat.json")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder for the result files")
     parser.add_argument("--resolution", default="768x1536", help="input HxW (the targets are for 768x1536)")
+    parser.add_argument("--cpu-allocator", default=CpuAllocator.SYSTEM.value, choices=[a.value for a in CpuAllocator],
+                        help="casprof measure --cpu-allocator (torch on a CPU)")
     args = parser.parse_args()
 
     hw = detect_hardware()
@@ -133,7 +137,9 @@ def main() -> None:
     settings = MeasureSettings(backend=args.backend, precision=args.precision,
                                resolution=parse_resolution(args.resolution, DEFAULT_CONFIG),
                                threads=hw.cpu.affinity or hw.cpu.logical_cores, rounds=args.rounds,
-                               ort_shared_pool=args.ort_shared_pool, sweeps=args.sweeps, instances=args.instances)
+                               ort_shared_pool=args.ort_shared_pool, sweeps=args.sweeps, instances=args.instances,
+                               cpu_allocator=args.cpu_allocator)
+    keep = "-keep" if settings.cpu_allocator is CpuAllocator.KEEP else ""
     label = "cpu" if device.kind is DeviceKind.CPU else device.spec.name
     profiles, seconds = [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -145,7 +151,7 @@ def main() -> None:
             print(f"profile {i + 1}: {seconds[-1]:.0f} s", flush=True)
             if args.keep_dir is not None:
                 h, w = settings.resolution
-                name = f"{label}-{hw.digest()[:8]}-{args.backend}-{args.precision}-{h}x{w}{'' if i == 0 else '-repeat'}.json"
+                name = f"{label}-{hw.digest()[:8]}-{args.backend}{keep}-{args.precision}-{h}x{w}{'' if i == 0 else '-repeat'}.json"
                 shutil.copy(out, args.keep_dir / name)
     report = {
         "benchmark": "profile_cpu",
@@ -161,6 +167,7 @@ def main() -> None:
         "baseline_instances": settings.baseline_instances,
         "warmup_passes": settings.warmup_passes,
         "sweeps": settings.sweeps,
+        "cpu_allocator": settings.cpu_allocator.value,
         "thread_pool": profiles[0].backend.details.get("intra_op_thread_pool", "per session"),
         "resolution": list(settings.resolution),
         "hardware": hw.to_dict(),
@@ -168,13 +175,14 @@ def main() -> None:
         "date": profiles[0].created,
         "command": f"python benchmarks/profile_cpu.py --device {args.device} --backend {args.backend} --precision {args.precision} --resolution {args.resolution} --rounds {args.rounds} --sweeps {args.sweeps} "
                    f"--instances {args.instances}"
-                   + (" --ort-shared-pool" if args.ort_shared_pool else ""),
+                   + (" --ort-shared-pool" if args.ort_shared_pool else "")
+                   + (" --cpu-allocator keep" if keep else ""),
         "seconds": seconds,
         "repeatability": repeatability(*profiles),
     }
     args.results.mkdir(parents=True, exist_ok=True)
     fp16 = "" if args.precision == Precision.FP32.value else f"_{args.precision}"
-    stem = args.results / f"profile_{label}_{args.backend}{fp16}_{hw.digest()}"
+    stem = args.results / f"profile_{label}_{args.backend}{keep}{fp16}_{hw.digest()}"
     atomic_write_json(stem.with_suffix(".json"), report)
     md = markdown(report)
     atomic_write_text(stem.with_suffix(".md"), md)

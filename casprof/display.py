@@ -77,6 +77,7 @@ def profile_table(profile: Profile) -> Group:
     header = [
         f"device [bold]{profile.device}[/] · {_hardware_line(profile)}",
         f"backend {b.name} {b.version} · {b.precision} · {b.device} · threads {b.threads} · timer {b.timer}"
+        + (f" · CPU allocator {b.details['cpu_allocator']}" if "cpu_allocator" in b.details else "")
         if not estimated else f"[bold red]roofline estimate[/] (casprof {b.version}) · {b.precision} · {_roofline_line(b.details)}",
         f"network {profile.fingerprint} at {h}x{w} · created {profile.created} · casprof {profile.tool_version}",
     ]

@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from casprof.backends.base import Runner, RunnerSpec
+from casprof.backends.cpu_memory import CpuAllocator
 from casprof.backends.onnxruntime_runner import SHARED_POOL
 from casprof.complexity import count_macs, count_params
 from casprof.devices import resolve_device
@@ -356,7 +357,9 @@ def check_can_measure(profile: Profile, hardware: HardwareFingerprint) -> None:
 
 
 def measure_settings_of(profile: Profile) -> MeasureSettings:
-    """The profile's own backend, precision, resolution, threads, exporter, seed and thread pool."""
+    """The profile's own backend, precision, resolution, threads, exporter, seed, thread pool and
+    CPU allocator setting (``system`` for profiles made before it was recorded: that is how they
+    were measured)."""
     s = profile.settings
     return MeasureSettings(
         backend=s.get("backend", profile.backend.name),
@@ -373,6 +376,7 @@ def measure_settings_of(profile: Profile) -> MeasureSettings:
         instances=INSTANCES,
         ort_shared_pool=bool(s.get("ort_shared_pool", False))
         or profile.backend.details.get("intra_op_thread_pool") == SHARED_POOL,
+        cpu_allocator=str(s.get("cpu_allocator", CpuAllocator.SYSTEM.value)),
     )
 
 

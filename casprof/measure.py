@@ -36,6 +36,7 @@ from casprof import __version__
 from casprof._io import atomic_write_json, ensure_parent_exists, read_json_file
 from casprof.backends import make_runner
 from casprof.backends.base import Backend, Precision, Runner, RunnerSpec
+from casprof.backends.cpu_memory import CpuAllocator, parse_cpu_allocator
 from casprof.complexity import count_macs, count_params
 from casprof.config import NetworkConfig
 from casprof.devices import ResolvedDevice
@@ -94,6 +95,11 @@ class MeasureSettings:
             before, and the slowdown did not scale the probes alike (memory-bound pooling and
             compute-bound convolutions changed differently), moving c_o by up to 8 ms, which
             bracketing cannot remove; spreading the rounds over the run averages such spells.
+        cpu_allocator: the torch backend on a CPU only: whether the C library returns memory
+            that PyTorch frees to the kernel as it does by default (``system``, the default: what
+            a plain PyTorch deployment gets) or keeps it for reuse (``keep``: what a deployment
+            with jemalloc, tcmalloc or the same ``mallopt`` gets); see
+            :mod:`casprof.backends.cpu_memory`.
     """
 
     backend: Backend = Backend.ONNXRUNTIME
@@ -110,10 +116,12 @@ class MeasureSettings:
     baseline_instances: int = 6
     ort_shared_pool: bool = False
     sweeps: int = 2
+    cpu_allocator: CpuAllocator = CpuAllocator.SYSTEM
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "backend", Backend(self.backend))
         object.__setattr__(self, "precision", Precision(self.precision))
+        object.__setattr__(self, "cpu_allocator", parse_cpu_allocator(self.cpu_allocator))
         object.__setattr__(self, "resolution", tuple(self.resolution))
         if self.rounds < 3:
             raise UserInputError(f"At least 3 measurement rounds are needed, got {self.rounds}.")
@@ -133,6 +141,7 @@ class MeasureSettings:
         d["backend"] = self.backend.value
         d["precision"] = self.precision.value
         d["resolution"] = list(self.resolution)
+        d["cpu_allocator"] = self.cpu_allocator.value
         d["order"] = ("the rounds of every block are split evenly over `sweeps` passes over all blocks; each round: "
                       "the block's probes once each in a seeded random order, bracketed by baseline runs "
                       "(B p1 B p2 ... pn B); round r uses instance r % instances of every probe; the baseline runs "
@@ -274,6 +283,7 @@ def make_runner_spec(config: NetworkConfig, settings: MeasureSettings, device: R
         threads=settings.threads,
         workdir=workdir,
         seed=settings.seed,
+        cpu_allocator=settings.cpu_allocator,
     )
 
 

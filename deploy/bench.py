@@ -32,6 +32,7 @@ from typing import Any
 from casprof import __version__
 from casprof._io import atomic_write_json, atomic_write_text, ensure_parent_exists
 from casprof.backends import Backend, Precision, RunnerSpec, make_runner, parse_backend
+from casprof.backends.cpu_memory import parse_cpu_allocator
 from casprof.backends.onnx_export import check_exporter
 from casprof.config import DEFAULT_CONFIG, DEFAULT_RESOLUTION, NetworkConfig, parse_resolution
 from casprof.errors import UserInputError
@@ -83,6 +84,7 @@ class BenchSettings:
     warmup_seconds: float = 1.0
     exporter: str = "dynamo"
     seed: int = 0
+    cpu_allocator: str = "system"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -92,6 +94,7 @@ class BenchSettings:
             "warmup_min_iters": 1,
             "exporter": self.exporter,
             "seed": self.seed,
+            "cpu_allocator": self.cpu_allocator,
             "order": "backends timed one after another, each after its own warm-up",
             "percentiles": "numpy linear interpolation over the raw per-run samples",
         }
@@ -149,6 +152,7 @@ def _check_numbers(settings: BenchSettings) -> None:
     if settings.min_seconds < 0 or settings.warmup_seconds < 0:
         raise UserInputError("--min-seconds and --warmup-seconds must not be negative.")
     check_exporter(settings.exporter)
+    parse_cpu_allocator(settings.cpu_allocator)
     if settings.threads is not None and settings.threads < 1:
         raise UserInputError(f"The thread count must be at least 1, got {settings.threads}.")
 
@@ -352,7 +356,8 @@ def run_bench(
     threads = settings.threads or default_threads()
     h, w = source.size
     shape = (1, source.channels, h, w)
-    spec = RunnerSpec(input_shape=shape, device=device, precision=precision, threads=threads, seed=settings.seed)
+    spec = RunnerSpec(input_shape=shape, device=device, precision=precision, threads=threads, seed=settings.seed,
+                      cpu_allocator=parse_cpu_allocator(settings.cpu_allocator))
     x = seeded_input(shape, settings.seed)
     reference = torch_reference(source.built.model, x) if source.built is not None else None
 
@@ -481,6 +486,7 @@ def report_markdown(data: dict[str, Any]) -> str:
     lines.append(
         f"- settings: {data['precision']}, device {data['device']}, {data['threads']} thread(s); warm-up ≥ {s['warmup_seconds']:g} s, "
         f"then ≥ {s['min_iters']} runs and ≥ {s['min_seconds']:g} s per backend, backends one after another"
+        + (f"; PyTorch CPU allocator: {s['cpu_allocator']}" if "cpu_allocator" in s else "")
     )
     load = data.get("host_load_average") or {}
     if load.get("before") and load.get("after"):

@@ -10,7 +10,8 @@ import typer
 
 from casprof.backends.base import Backend, Precision
 from casprof.cli._app import err_console, make_app
-from casprof.cli._options import GenotypeOpt, JsonFlag, PrecisionOpt, ResolutionOpt
+from casprof.backends.cpu_memory import CpuAllocator
+from casprof.cli._options import CpuAllocatorOpt, GenotypeOpt, JsonFlag, PrecisionOpt, ResolutionOpt
 from casprof.errors import UserInputError
 from deploy.export import TrtPrecision
 
@@ -106,6 +107,7 @@ def bench(
     min_seconds: Annotated[float, typer.Option("--min-seconds", help="Timed seconds per backend, at least.")] = 5.0,
     warmup_seconds: Annotated[float, typer.Option("--warmup-seconds", help="Warm-up seconds per backend, at least.")] = 1.0,
     exporter: ExporterOpt = "dynamo",
+    cpu_allocator: CpuAllocatorOpt = CpuAllocator.SYSTEM,
     report: Annotated[
         Optional[Path],
         typer.Option("--report", help="Write PATH (JSON) and the same name with .md and .csv.", show_default=False),
@@ -127,6 +129,7 @@ def bench(
         min_seconds=min_seconds,
         warmup_seconds=warmup_seconds,
         exporter=exporter,
+        cpu_allocator=cpu_allocator.value,
     )
     result = run_bench(genotype=genotype, onnx=onnx, engine=engine, weights=weights, settings=settings, report=report, progress=_progress)
     typer.echo(result.markdown(), nl=False)

@@ -54,6 +54,8 @@ def test_devices_lists_the_registry() -> None:
         (["measure", "--device", "cpu", "--rounds", "3", "--sweeps", "4"], "The sweeps must be between 1 and the rounds (3)"),
         (["measure", "--device", "cpu", "--warmup-passes", "-1"], "cannot be negative"),
         (["measure", "--device", "cpu", "--baseline-instances", "0"], "At least one instance"),
+        (["measure", "--device", "cpu", "--backend", "torch", "--cpu-allocator", "hoard"], "hoard"),
+        (["measure", "--device", "cpu", "--cpu-allocator", "keep"], "applies to the torch backend on a CPU only"),
     ],
 )
 def test_measure_bad_input(tmp_path: Path, args: list[str], message: str) -> None:

@@ -325,6 +325,7 @@ def test_bench_torch_and_onnxruntime_report(small_genotype_file: Path, tmp_path:
         assert r["backend_version"] and r["timer"] == "perf_counter" and r["hardware_digest"] == data["hardware_digest"]
         assert r["software"]["torch"] == torch.__version__
         assert r["parity"]["passed"] is True
+    assert data["settings"]["cpu_allocator"] == "system" and rows[0]["details"]["cpu_allocator"] == "system"
     assert rows[0]["fps_ratio_to_first"] == 1.0
     assert rows[1]["fps_ratio_to_first"] == pytest.approx(rows[1]["fps"] / rows[0]["fps"])
     assert rows[1]["details"]["exporter"] == "dynamo" and rows[1]["details"]["provider"] == "CPUExecutionProvider"
@@ -346,6 +347,7 @@ def test_bench_torch_and_onnxruntime_report(small_genotype_file: Path, tmp_path:
         (["-r", RES, "--precision", "int8"], "int8"),
         (["-r", RES, "--min-iters", "0"], "--min-iters must be at least 1"),
         (["-r", RES, "--exporter", "tflite"], "Unknown ONNX exporter"),
+        (["-r", RES, "--cpu-allocator", "hoard"], "hoard"),
     ],
 )
 def test_bench_bad_input(genotype_file: Path, tmp_path: Path, args: list[str], message: str) -> None:

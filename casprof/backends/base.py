@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from casprof.backends.cpu_memory import CpuAllocator
+
 
 class Backend(str, enum.Enum):
     TORCH = "torch"
@@ -47,6 +49,8 @@ class RunnerSpec:
         threads: CPU threads (torch intra-op threads, ONNX Runtime ``intra_op_num_threads``).
         workdir: folder for exported ONNX files, engines and timing caches.
         seed: seed of the fixed random input.
+        cpu_allocator: what the C library does with memory PyTorch frees on the CPU (the torch
+            runner on a CPU only; see :mod:`casprof.backends.cpu_memory`).
     """
 
     input_shape: tuple[int, int, int, int]
@@ -55,6 +59,7 @@ class RunnerSpec:
     threads: int = 1
     workdir: Path | None = None
     seed: int = 0
+    cpu_allocator: CpuAllocator = CpuAllocator.SYSTEM
 
 
 @dataclass(frozen=True)

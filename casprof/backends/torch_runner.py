@@ -1,6 +1,8 @@
 """PyTorch eager runner: the module itself on a CPU or a CUDA device.
 
-Timing: on the CPU, ``time.perf_counter_ns`` around one forward under ``inference_mode``; on
+Timing: on the CPU, ``time.perf_counter_ns`` around one forward under ``inference_mode``, under
+the spec's CPU allocator setting (:mod:`casprof.backends.cpu_memory`: with the C library's
+defaults, page faults on the large activations are much of an eager forward at 768x1536); on
 CUDA, a pair of ``torch.cuda.Event(enable_timing=True)`` recorded on the device's current
 stream around the forward, after a synchronize (device time, like trtexec's "GPU Compute").
 """
@@ -19,6 +21,7 @@ import torch
 from torch import nn
 
 from casprof.backends.base import Backend, Precision, Runner, RunnerInfo, RunnerSpec
+from casprof.backends.cpu_memory import apply_cpu_allocator, cpu_allocator_state
 from casprof.errors import BackendUnavailableError, UserInputError
 
 TORCH_FP16_ON_CPU = "fp16 with the torch backend needs a CUDA device; use fp32 on the CPU."
@@ -121,6 +124,7 @@ class TorchRunner(Runner):
         self._x: torch.Tensor | None = None
         self._prev_threads: int | None = None
         self._prev_benchmark: bool | None = None
+        self._allocator: dict[str, Any] | None = None
 
     # --- life cycle -----------------------------------------------------------------------
     def _activate(self) -> None:
@@ -132,6 +136,8 @@ class TorchRunner(Runner):
             require_cuda(dev)
         if self.spec.threads < 1:
             raise UserInputError(f"The thread count must be at least 1, got {self.spec.threads}.")
+        if dev.type == "cpu":
+            self._allocator = apply_cpu_allocator(self.spec.cpu_allocator)
         self._device = dev
         self._dtype = torch.float16 if fp16 else torch.float32
         self._prev_threads = torch.get_num_threads()
@@ -208,6 +214,7 @@ class TorchRunner(Runner):
         else:
             details["device_name"] = cpu_model_name()
             details["cpu_capability"] = str(torch.backends.cpu.get_cpu_capability())
+            details.update(self._allocator or cpu_allocator_state())
             timer = "perf_counter"
         return RunnerInfo(
             backend=self.backend.value,

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from casprof.backends.base import Backend, Precision
+from casprof.backends.cpu_memory import CpuAllocator
 
 ProfileArg = Annotated[Path, typer.Argument(help="A cost profile (JSON).", show_default=False)]
 ProfileOpt = Annotated[Path, typer.Option("--profile", "-p", help="A cost profile (JSON).", show_default=False)]
@@ -26,6 +27,13 @@ NetworkOpt = Annotated[
     typer.Option("--network", help="A network configuration JSON (default: the built-in CAS network).", show_default=False),
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
+CpuAllocatorOpt = Annotated[
+    CpuAllocator,
+    typer.Option(
+        "--cpu-allocator",
+        help="torch on a CPU: leave the C library's own handling of freed memory (system), or keep freed memory for reuse, as jemalloc or tcmalloc would (keep: no page faults after the first run).",
+    ),
+]
 #: ``casprof fidelity`` and ``casprof calibrate`` time derived networks the same way.
 NetworkRoundsOpt = Annotated[int, typer.Option("--rounds", help="Timed runs per network, alternating between 2 instances (even).")]
 NetworkSweepsOpt = Annotated[

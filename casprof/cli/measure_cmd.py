@@ -10,8 +10,9 @@ import typer
 
 from casprof._io import ensure_parent_exists
 from casprof.backends.base import Backend, Precision
+from casprof.backends.cpu_memory import CpuAllocator
 from casprof.cli._app import err_console, out_console
-from casprof.cli._options import BackendOpt, DeviceOpt, NetworkOpt, OutOpt, PrecisionOpt, ResolutionOpt, SeedOpt
+from casprof.cli._options import BackendOpt, CpuAllocatorOpt, DeviceOpt, NetworkOpt, OutOpt, PrecisionOpt, ResolutionOpt, SeedOpt
 from casprof.cli._progress import stage_progress
 from casprof.cli.common import load_network_config
 from casprof.config import NetworkConfig, parse_resolution
@@ -45,6 +46,7 @@ def measure(
     baseline_instances: Annotated[int, typer.Option("--baseline-instances", help="Instances of the all-identity network, rotated bracket by bracket.")] = 6,
     ort_shared_pool: Annotated[bool, typer.Option("--ort-shared-pool", help="ONNX Runtime: all sessions on one process-wide, spinning intra-op pool (default: a pool per session, no spinning).")] = False,
     exporter: Annotated[str, typer.Option("--exporter", help="ONNX exporter: torchscript (fast) or dynamo.")] = "torchscript",
+    cpu_allocator: CpuAllocatorOpt = CpuAllocator.SYSTEM,
     network: NetworkOpt = None,
     seed: SeedOpt = 0,
     estimate: Annotated[bool, typer.Option("--estimate", help="Do not measure: estimate from the registry's spec-sheet figures (a roofline per kernel); the device need not be present. --device cpu calibrates this CPU's peak rate and bandwidth instead.")] = False,
@@ -67,6 +69,8 @@ def measure(
         raise BackendUnavailableError("TensorRT runs only on a CUDA GPU; use --backend onnxruntime or torch on the CPU.")
     if resolved.kind is DeviceKind.CPU and precision is Precision.FP16:
         raise BackendUnavailableError("fp16 is measured only on a CUDA GPU; use --precision fp32 on the CPU.")
+    if cpu_allocator is CpuAllocator.KEEP and (backend is not Backend.TORCH or resolved.kind is not DeviceKind.CPU):
+        raise UserInputError("--cpu-allocator keep applies to the torch backend on a CPU only (ONNX Runtime keeps its own arena).")
     settings = MeasureSettings(
         backend=backend,
         precision=precision,
@@ -81,10 +85,12 @@ def measure(
         instances=instances,
         baseline_instances=baseline_instances,
         ort_shared_pool=ort_shared_pool,
+        cpu_allocator=cpu_allocator,
     )
     h, w = size
     if out is None:
-        out = Path("profiles") / f"{resolved.spec.name}-{backend.value}-{precision.value}-{h}x{w}.json"
+        keep = "-keep" if cpu_allocator is CpuAllocator.KEEP else ""
+        out = Path("profiles") / f"{resolved.spec.name}-{backend.value}{keep}-{precision.value}-{h}x{w}.json"
         out.parent.mkdir(exist_ok=True)
     err_console.print(
         f"Measuring [bold]{resolved.spec.name}[/] ({resolved.matched_name}) with {backend.value}/{precision.value} "
