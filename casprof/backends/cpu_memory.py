@@ -66,6 +66,7 @@ def parse_cpu_allocator(value: CpuAllocator | str) -> CpuAllocator:
 
 _lock = threading.Lock()
 _kept: dict[str, Any] | None = None
+_changed = False  # a mallopt call of ``keep`` succeeded, even if the next one was refused
 
 
 def _glibc_version() -> str | None:
@@ -78,7 +79,7 @@ def _mallopt(libc: Any, param: int, value: int) -> bool:
 
 
 def _keep() -> dict[str, Any]:
-    global _kept
+    global _kept, _changed
     with _lock:
         if _kept is not None:
             return _kept
@@ -89,8 +90,8 @@ def _keep() -> dict[str, Any]:
                 "pass --cpu-allocator system to measure with the C library's own behaviour."
             )
         libc = ctypes.CDLL(None)
-        if not (_mallopt(libc, M_MMAP_THRESHOLD, KEEP_MMAP_THRESHOLD)
-                and _mallopt(libc, M_TRIM_THRESHOLD, KEEP_TRIM_THRESHOLD)):
+        _changed = _mallopt(libc, M_MMAP_THRESHOLD, KEEP_MMAP_THRESHOLD)
+        if not (_changed and _mallopt(libc, M_TRIM_THRESHOLD, KEEP_TRIM_THRESHOLD)):
             raise BackendUnavailableError(
                 f"glibc {version} refused the mallopt settings that keep freed CPU memory; "
                 "pass --cpu-allocator system to measure with the C library's own behaviour."
@@ -113,7 +114,7 @@ def apply_cpu_allocator(mode: CpuAllocator | str) -> dict[str, Any]:
     mode = parse_cpu_allocator(mode)
     if mode is CpuAllocator.KEEP:
         return dict(_keep())
-    if _kept is not None:
+    if _kept is not None or _changed:
         raise BackendUnavailableError(
             "This process already keeps freed CPU memory (an earlier torch runner asked for it), so the "
             "'system' allocator setting can only be measured in a new process."
