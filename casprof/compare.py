@@ -72,6 +72,32 @@ def diff_profiles(a: Profile, b: Profile, metric: str = Metric.LATENCY_MS.value)
     return changes
 
 
+#: Measurement settings compared by :func:`condition_differences`, with the value a profile that
+#: predates a setting was measured under.
+COMPARED_SETTINGS: dict[str, object] = {
+    "rounds": None, "sweeps": 1, "instances": None, "baseline_instances": None, "warmup_iters": None,
+    "warmup_passes": 0, "seed": None, "exporter": None, "ort_shared_pool": False, "cpu_allocator": "system",
+}
+
+
+def condition_differences(a: Profile, b: Profile) -> list[str]:
+    """What differs between how ``a`` and ``b`` were made (``"name: A → B"``), beyond the costs:
+    device, hardware, method, backend and its version, precision, threads, input size and the
+    measurement settings of :data:`COMPARED_SETTINGS`."""
+    pairs: list[tuple[str, object, object]] = [
+        ("device", a.device, b.device),
+        ("hardware", a.hardware.get("digest"), b.hardware.get("digest")),
+        ("method", a.method.value, b.method.value),
+        ("backend", a.backend.name, b.backend.name),
+        ("backend version", a.backend.version, b.backend.version),
+        ("precision", a.backend.precision, b.backend.precision),
+        ("threads", a.backend.threads, b.backend.threads),
+        ("input size", "x".join(map(str, a.input_size)), "x".join(map(str, b.input_size))),
+    ]
+    pairs += [(k, a.settings.get(k, d), b.settings.get(k, d)) for k, d in COMPARED_SETTINGS.items()]
+    return [f"{name}: {va} → {vb}" for name, va, vb in pairs if va != vb]
+
+
 @dataclass(frozen=True)
 class Finding:
     level: str  # "warning" or "info"

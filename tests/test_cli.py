@@ -89,6 +89,17 @@ def test_show_formats(tiny_profile_path: Path) -> None:
     assert "Choose one" in _one_sentence_error(both)
 
 
+def test_diff_notes_different_conditions() -> None:
+    root = Path(__file__).resolve().parents[1]
+    a = root / "profiles" / "cpu-6d78dc83-torch-fp32-768x1536.json"
+    b = root / "benchmarks" / "results" / "fidelity_cpu_torch-keep_6d78dc8361ef86df.profile.json"
+    result = runner.invoke(app, ["diff", str(a), str(b)])
+    assert result.exit_code == 0, result.output
+    assert "made under different conditions (cpu_allocator: system → keep)" in result.output
+    same = runner.invoke(app, ["diff", str(a), str(a)])
+    assert same.exit_code == 0 and "different conditions" not in same.output
+
+
 def test_check_and_diff(tiny_profile_path: Path) -> None:
     result = runner.invoke(app, ["check", str(tiny_profile_path)])
     assert result.exit_code == 0, result.output

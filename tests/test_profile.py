@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from casprof.complexity import count_params
-from casprof.compare import check_profile, diff_profiles
+from casprof.compare import check_profile, condition_differences, diff_profiles
 from casprof.config import NetworkConfig
 from casprof.errors import UserInputError
 from casprof.genotype import Genotype, random_genotype, uniform_genotype
@@ -137,6 +137,20 @@ def test_prediction_refuses_another_network(tiny_profile_path: Path) -> None:
     p = Profile.load(tiny_profile_path)
     with pytest.raises(UserInputError, match="channels 4 vs 16"):
         predict(p, random_genotype(0, NetworkConfig()))
+
+
+def test_condition_differences_name_what_differs() -> None:
+    """On committed profiles: the keep-allocator torch profile differs from the shipped one only in
+    that setting (the shipped one predates it: read as system); ORT vs torch in backend and rounds."""
+    root = Path(__file__).resolve().parents[1]
+    torch_p = Profile.load(root / "profiles" / "cpu-6d78dc83-torch-fp32-768x1536.json")
+    keep = Profile.load(root / "benchmarks" / "results" / "fidelity_cpu_torch-keep_6d78dc8361ef86df.profile.json")
+    ort = Profile.load(root / "profiles" / "cpu-6d78dc83-onnxruntime-fp32-768x1536.json")
+    assert condition_differences(torch_p, torch_p) == []
+    assert condition_differences(torch_p, keep) == ["cpu_allocator: system → keep"]
+    differences = condition_differences(torch_p, ort)
+    assert "backend: torch → onnxruntime" in differences and "rounds: 18 → 36" in differences
+    assert not any(d.startswith(("hardware", "device", "threads", "input size", "cpu_allocator")) for d in differences)
 
 
 def test_diff_and_check(tiny_profile_path: Path) -> None:

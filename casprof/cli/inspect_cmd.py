@@ -11,7 +11,7 @@ from rich.table import Table
 
 from casprof.cli._app import err_console, out_console
 from casprof.cli._options import GenotypeOpt, JsonFlag, ProfileArg, ProfileOpt
-from casprof.compare import check_profile, diff_profiles
+from casprof.compare import check_profile, condition_differences, diff_profiles
 from casprof.display import profile_frame, profile_table
 from casprof.errors import UserInputError
 from casprof.genotype import Genotype
@@ -48,6 +48,13 @@ def diff(
     """Per-operation change of c_o from profile A to B, with a bootstrap significance test."""
     pa, pb = Profile.load(a), Profile.load(b)
     changes = diff_profiles(pa, pb, metric.value)
+    differences = condition_differences(pa, pb)
+    if differences:
+        err_console.print(
+            f"note: the profiles were made under different conditions ({'; '.join(differences)}); "
+            "a change may come from them and not from the operations.",
+            highlight=False,
+        )
     if json_out:
         typer.echo(json.dumps([
             {"cell_type": c.cell_type, "op": c.op, "a": c.a, "b": c.b, "change": c.change, "ratio": c.ratio,
