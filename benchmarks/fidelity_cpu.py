@@ -27,7 +27,7 @@ from casprof._io import atomic_write_json, atomic_write_text
 from casprof.backends.base import Backend
 from casprof.config import NetworkConfig
 from casprof.devices import resolve_device
-from casprof.fidelity import FidelityReport, FidelitySettings, run_fidelity
+from casprof.fidelity import FidelityReport, FidelitySettings, measure_settings_of, run_fidelity
 from casprof.fidelity_metrics import Agreement
 from casprof.fidelity_report import report_markdown, write_report
 from casprof.hardware import detect_hardware
@@ -63,7 +63,7 @@ def result_stem(profile: Profile, digest: str) -> str:
     (``cpu``, ``h100``); ``-keep`` for a profile measured with ``--cpu-allocator keep``, the precision
     only where it is not fp32, so the older names stay as they were."""
     precision = "" if profile.backend.precision == "fp32" else f"_{profile.backend.precision}"
-    keep = "-keep" if profile.settings.get("cpu_allocator") == "keep" else ""
+    keep = measure_settings_of(profile).cpu_allocator.file_tag
     return f"fidelity_{profile.device}_{profile.backend.name}{keep}{precision}_{digest}"
 
 

@@ -139,7 +139,7 @@ def main() -> None:
                                threads=hw.cpu.affinity or hw.cpu.logical_cores, rounds=args.rounds,
                                ort_shared_pool=args.ort_shared_pool, sweeps=args.sweeps, instances=args.instances,
                                cpu_allocator=args.cpu_allocator)
-    keep = "-keep" if settings.cpu_allocator is CpuAllocator.KEEP else ""
+    keep = settings.cpu_allocator.file_tag
     label = "cpu" if device.kind is DeviceKind.CPU else device.spec.name
     profiles, seconds = [], []
     with tempfile.TemporaryDirectory() as tmp:

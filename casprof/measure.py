@@ -36,7 +36,7 @@ from casprof import __version__
 from casprof._io import atomic_write_json, ensure_parent_exists, read_json_file
 from casprof.backends import make_runner
 from casprof.backends.base import Backend, Precision, Runner, RunnerSpec
-from casprof.backends.cpu_memory import CpuAllocator, parse_cpu_allocator
+from casprof.backends.cpu_memory import KEEP_ONLY_TORCH_ON_CPU, CpuAllocator, parse_cpu_allocator
 from casprof.complexity import count_macs, count_params
 from casprof.config import NetworkConfig
 from casprof.devices import ResolvedDevice
@@ -123,6 +123,8 @@ class MeasureSettings:
         object.__setattr__(self, "precision", Precision(self.precision))
         object.__setattr__(self, "cpu_allocator", parse_cpu_allocator(self.cpu_allocator))
         object.__setattr__(self, "resolution", tuple(self.resolution))
+        if self.cpu_allocator is CpuAllocator.KEEP and self.backend is not Backend.TORCH:
+            raise UserInputError(KEEP_ONLY_TORCH_ON_CPU)  # the other runners would record it without applying it
         if self.rounds < 3:
             raise UserInputError(f"At least 3 measurement rounds are needed, got {self.rounds}.")
         if self.instances < 1 or self.baseline_instances < 1:

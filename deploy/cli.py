@@ -9,8 +9,8 @@ from typing import Annotated, Optional
 import typer
 
 from casprof.backends.base import Backend, Precision
-from casprof.cli._app import err_console, make_app
 from casprof.backends.cpu_memory import CpuAllocator
+from casprof.cli._app import err_console, make_app
 from casprof.cli._options import CpuAllocatorOpt, GenotypeOpt, JsonFlag, PrecisionOpt, ResolutionOpt
 from casprof.errors import UserInputError
 from deploy.export import TrtPrecision

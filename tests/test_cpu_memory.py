@@ -108,6 +108,9 @@ def test_parse_cpu_allocator() -> None:
         parse_cpu_allocator("jemalloc")
     with pytest.raises(UserInputError, match="Unknown CPU allocator"):
         MeasureSettings(cpu_allocator="tcmalloc")
+    with pytest.raises(UserInputError, match="applies to the torch backend on a CPU only"):
+        MeasureSettings(backend="onnxruntime", cpu_allocator="keep")
+    assert CpuAllocator.KEEP.file_tag == "-keep" and CpuAllocator.SYSTEM.file_tag == ""
 
 
 def test_settings_record_and_pass_the_allocator(tmp_path: Path) -> None:
@@ -116,7 +119,7 @@ def test_settings_record_and_pass_the_allocator(tmp_path: Path) -> None:
     from casprof.devices import resolve_device
     from casprof.hardware import detect_hardware
 
-    spec = make_runner_spec(NetworkConfig(), MeasureSettings(rounds=3, cpu_allocator="keep"),
+    spec = make_runner_spec(NetworkConfig(), MeasureSettings(backend="torch", rounds=3, cpu_allocator="keep"),
                             resolve_device("cpu", detect_hardware(include_gpu=False)), tmp_path)
     assert spec.cpu_allocator is CpuAllocator.KEEP
 
@@ -125,7 +128,7 @@ def test_fidelity_measures_as_the_profile_was_measured() -> None:
     """A profile without the setting predates it (measured under ``system``); a newer one says which."""
     from casprof.profile import Profile
 
-    raw = json.loads((ROOT / "profiles" / "cpu-6d78dc83-onnxruntime-fp32-768x1536.json").read_text())
+    raw = json.loads((ROOT / "profiles" / "cpu-6d78dc83-torch-fp32-768x1536.json").read_text())
     raw["settings"].pop("cpu_allocator", None)
     assert measure_settings_of(Profile.from_dict(raw)).cpu_allocator is CpuAllocator.SYSTEM
     raw["settings"]["cpu_allocator"] = "keep"
@@ -133,6 +136,10 @@ def test_fidelity_measures_as_the_profile_was_measured() -> None:
     raw["settings"]["cpu_allocator"] = "hoard"
     with pytest.raises(UserInputError, match="Unknown CPU allocator setting 'hoard'"):
         measure_settings_of(Profile.from_dict(raw))
+    ort = json.loads((ROOT / "profiles" / "cpu-6d78dc83-onnxruntime-fp32-768x1536.json").read_text())
+    ort["settings"]["cpu_allocator"] = "keep"  # no runner but torch's applies it: such a profile is refused
+    with pytest.raises(UserInputError, match="applies to the torch backend on a CPU only"):
+        measure_settings_of(Profile.from_dict(ort))
 
 
 @pytest.mark.slow

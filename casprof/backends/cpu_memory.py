@@ -43,6 +43,9 @@ from casprof.errors import BackendUnavailableError, UserInputError
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 
+#: The refusal of ``keep`` for anything but the torch runner on a CPU (nothing else would apply it).
+KEEP_ONLY_TORCH_ON_CPU = "--cpu-allocator keep applies to the torch backend on a CPU only (ONNX Runtime keeps its own arena)."
+
 #: The values ``keep`` sets.
 KEEP_MMAP_THRESHOLD = 1 << 30
 KEEP_TRIM_THRESHOLD = (1 << 31) - 1
@@ -53,6 +56,12 @@ class CpuAllocator(str, enum.Enum):
 
     KEEP = "keep"
     SYSTEM = "system"
+
+    @property
+    def file_tag(self) -> str:
+        """What the setting adds to a profile's or report's file name: ``-keep``, or nothing for
+        the default (so names made before the setting existed stay as they were)."""
+        return "-keep" if self is CpuAllocator.KEEP else ""
 
 
 def parse_cpu_allocator(value: CpuAllocator | str) -> CpuAllocator:
@@ -65,8 +74,8 @@ def parse_cpu_allocator(value: CpuAllocator | str) -> CpuAllocator:
 
 
 _lock = threading.Lock()
-_kept: dict[str, Any] | None = None
-_changed = False  # a mallopt call of ``keep`` succeeded, even if the next one was refused
+_kept: dict[str, Any] | None = None  # what ``keep`` set, once both mallopt calls succeeded
+_changed = False  # a mallopt call of ``keep`` succeeded (true whenever ``_kept`` is set)
 
 
 def _glibc_version() -> str | None:
@@ -114,7 +123,7 @@ def apply_cpu_allocator(mode: CpuAllocator | str) -> dict[str, Any]:
     mode = parse_cpu_allocator(mode)
     if mode is CpuAllocator.KEEP:
         return dict(_keep())
-    if _kept is not None or _changed:
+    if _changed:
         raise BackendUnavailableError(
             "This process already keeps freed CPU memory (an earlier torch runner asked for it), so the "
             "'system' allocator setting can only be measured in a new process."

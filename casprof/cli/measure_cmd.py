@@ -10,7 +10,7 @@ import typer
 
 from casprof._io import ensure_parent_exists
 from casprof.backends.base import Backend, Precision
-from casprof.backends.cpu_memory import CpuAllocator
+from casprof.backends.cpu_memory import KEEP_ONLY_TORCH_ON_CPU, CpuAllocator
 from casprof.cli._app import err_console, out_console
 from casprof.cli._options import BackendOpt, CpuAllocatorOpt, DeviceOpt, NetworkOpt, OutOpt, PrecisionOpt, ResolutionOpt, SeedOpt
 from casprof.cli._progress import stage_progress
@@ -69,8 +69,8 @@ def measure(
         raise BackendUnavailableError("TensorRT runs only on a CUDA GPU; use --backend onnxruntime or torch on the CPU.")
     if resolved.kind is DeviceKind.CPU and precision is Precision.FP16:
         raise BackendUnavailableError("fp16 is measured only on a CUDA GPU; use --precision fp32 on the CPU.")
-    if cpu_allocator is CpuAllocator.KEEP and (backend is not Backend.TORCH or resolved.kind is not DeviceKind.CPU):
-        raise UserInputError("--cpu-allocator keep applies to the torch backend on a CPU only (ONNX Runtime keeps its own arena).")
+    if cpu_allocator is CpuAllocator.KEEP and resolved.kind is not DeviceKind.CPU:
+        raise UserInputError(KEEP_ONLY_TORCH_ON_CPU)
     settings = MeasureSettings(
         backend=backend,
         precision=precision,
@@ -89,8 +89,7 @@ def measure(
     )
     h, w = size
     if out is None:
-        keep = "-keep" if cpu_allocator is CpuAllocator.KEEP else ""
-        out = Path("profiles") / f"{resolved.spec.name}-{backend.value}{keep}-{precision.value}-{h}x{w}.json"
+        out = Path("profiles") / f"{resolved.spec.name}-{backend.value}{cpu_allocator.file_tag}-{precision.value}-{h}x{w}.json"
         out.parent.mkdir(exist_ok=True)
     err_console.print(
         f"Measuring [bold]{resolved.spec.name}[/] ({resolved.matched_name}) with {backend.value}/{precision.value} "
