@@ -48,8 +48,24 @@ def init_distributed(device: str) -> DistContext | None:
     else:
         dev, backend = torch.device(device), "gloo"
     if not dist.is_initialized():
+        _import_group_capturing_modules()
         dist.init_process_group(backend=backend, rank=rank, world_size=world)
     return DistContext(rank, world, local_rank, backend, dev)
+
+
+def _import_group_capturing_modules() -> None:
+    """Import ``torch._dynamo`` before the process group exists, so that it cannot hold on to the group.
+
+    Imported while a group is alive (DistributedDataParallel's constructor imports it), it keeps
+    references to the default group (torch 2.13: the group's Python reference count goes from 10
+    to 20, none of them from an object the garbage collector sees), so ``destroy_process_group``
+    releases nothing: gloo's threads (``gloo_tcp_loop``, ``pt_gloo_runloop``) still run when the
+    interpreter exits, and their teardown there now and then aborts the process ("terminate
+    called without an active exception", SIGABRT) after the command has finished, which fails the
+    whole torchrun job. Imported first, it holds no group, and the group and its threads end at
+    ``destroy_process_group``. About one second, in torchrun runs only.
+    """
+    import torch._dynamo  # noqa: F401
 
 
 @contextmanager
