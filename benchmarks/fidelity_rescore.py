@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from casprof._io import atomic_write_json, atomic_write_text
-from casprof.fidelity_metrics import agreement, retest_error
+from casprof.fidelity_metrics import agreement, retest_error, retest_kendall_tau
 from casprof.genotype import Genotype
 from casprof.predict import predict
 from casprof.profile import Metric, Profile
@@ -46,9 +46,10 @@ def rescore(profile: Profile, report: dict) -> dict:
     a = agreement(predicted, [n["measured_ms"] for n in nets])
     retest = retest_error([n["first_ms"] for n in nets], [n["second_ms"] for n in nets])
     ratio = a.mape / retest if retest > 0 else None
+    retest_tau = retest_kendall_tau([n["first_ms"] for n in nets], [n["second_ms"] for n in nets])
     return {"check_created": report["created"], "check_profile_path": report["profile_path"],
             "networks": len(nets), "agreement": a.to_dict(), "test_retest_pct": retest, "mape_to_test_retest": ratio,
-            "targets": target_rows(a, ratio)}
+            "test_retest_kendall_tau": retest_tau, "targets": target_rows(a, ratio)}
 
 
 def main() -> None:
@@ -68,13 +69,15 @@ def main() -> None:
              f"- profile created {profile.created}; calibration: "
              + ("none" if cal is None else f"{cal.offset.value:+.3f} ms from {len(cal.networks)} networks ({cal.created})"),
              "- measurements as recorded by each check (nothing re-timed); predictions from the profile above", "",
-             "| check (created) | file | MAPE | within ±5% | Kendall τ | MAPE / test-retest | mean error | SD | all four met |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+             "| check (created) | file | MAPE | within ±5% | Kendall τ | τ m1 vs m2 | MAPE / test-retest | mean error | SD | all four met |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in rows:
         a = r["agreement"]
         ratio = "-" if r["mape_to_test_retest"] is None else f"{r['mape_to_test_retest']:.2f}"
+        retest_tau = "-" if r["test_retest_kendall_tau"] is None else f"{r['test_retest_kendall_tau']:.3f}"
         lines.append(f"| {r['check_created']} | `{r['file']}` | {a['mape']:.2f}% | {a['within_5']:.0%} | {a['kendall_tau']:.3f} | "
-                     f"{ratio} | {a['bias']:+.2f}% | {a['spread']:.2f}% | {'yes' if all(t['met'] for t in r['targets']) else 'no'} |")
+                     f"{retest_tau} | {ratio} | {a['bias']:+.2f}% | {a['spread']:.2f}% | "
+                     f"{'yes' if all(t['met'] for t in r['targets']) else 'no'} |")
     md = "\n".join(lines) + "\n"
     stem = f"fidelity_rescore_{digest}" + (f"_{args.tag}" if args.tag else "")
     args.results.mkdir(parents=True, exist_ok=True)

@@ -53,7 +53,7 @@ from casprof.backends.onnxruntime_runner import SHARED_POOL
 from casprof.complexity import count_macs, count_params
 from casprof.devices import resolve_device
 from casprof.errors import UserInputError
-from casprof.fidelity_metrics import Agreement, LinearFit, agreement, proxy_agreement, retest_error
+from casprof.fidelity_metrics import Agreement, LinearFit, agreement, proxy_agreement, retest_error, retest_kendall_tau
 from casprof.genotype import Genotype, random_genotype, uniform_genotype
 from casprof.hardware import HardwareFingerprint
 from casprof.measure import (MeasureSettings, Progress, ProgressCallback, make_runner_spec, open_reusing, sweep_rounds,
@@ -275,6 +275,7 @@ class FidelityReport:
     structure: tuple[StructureTerm, ...] = ()
     structure_agreement: Agreement | None = None
     uncalibrated_agreement: Agreement | None = None
+    retest_tau: float | None = None
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
     @property
@@ -312,6 +313,7 @@ class FidelityReport:
                 "uniform_share": None if self.uniform_agreement is None else self.uniform_agreement.to_dict(),
                 "test_retest_pct": self.retest_pct,
                 "mape_to_test_retest": self.mape_to_retest,
+                "test_retest_kendall_tau": self.retest_tau,
                 "raw": None if self.raw_agreement is None else {**self.raw_agreement.to_dict(), "test_retest_pct": self.raw_retest_pct},
                 "baseline_profile_ms": self.baseline_profile_ms,
                 "baseline_now_ms": self.baseline_now_ms,
@@ -560,6 +562,7 @@ def summarize(profile: Profile, results: Sequence[NetworkResult], settings: Fide
         params_agreement=params_agreement,
         params_fit=params_fit,
         retest_pct=retest_error([r.first_ms for r in results], [r.second_ms for r in results]),
+        retest_tau=retest_kendall_tau([r.first_ms for r in results], [r.second_ms for r in results]),
         uniform_agreement=None if any(r.uniform_ms is None for r in results)
         else agreement([r.uniform_ms for r in results], measured),  # type: ignore[misc]
         raw_agreement=None if has_no_raw else agreement([r.predicted_ms for r in results], [r.raw_ms for r in results]),  # type: ignore[misc]

@@ -123,3 +123,20 @@ def retest_error(first: Sequence[float], second: Sequence[float]) -> float:
     if a.shape != b.shape or a.ndim != 1 or a.size < 1:
         raise ValueError("first and second must be two 1-D sequences of the same length")
     return float(np.mean(np.abs(a - b) / ((a + b) / 2.0)) * 100.0)
+
+
+def retest_kendall_tau(first: Sequence[float], second: Sequence[float]) -> float | None:
+    """How well the measurement ranks the networks against itself: Kendall tau of m1 against m2.
+
+    A profile cannot be expected to rank the networks much better than two independent
+    measurements of them agree with each other, so this is the yardstick beside the profile's own
+    tau. Each of m1 and m2 holds half the runs; the full measurement is less noisy, so a perfect
+    predictor would usually score a little above it. ``None`` with fewer than 2 networks or a
+    constant side.
+    """
+    a, b = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError("first and second must be two 1-D sequences of the same length")
+    if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return None
+    return _correlation(stats.kendalltau(a, b).statistic)

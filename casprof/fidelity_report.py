@@ -91,6 +91,9 @@ def report_markdown(report: FidelityReport) -> str:
         "",
         f"Test-retest error (mean |m1 − m2| / mean(m1, m2)): {report.retest_pct:.2f}%; "
         f"MAPE / test-retest: {'-' if ratio is None else f'{ratio:.2f}'}.",
+        *([f"Test-retest Kendall τ (m1 against m2, each from half the runs): {report.retest_tau:.3f}, beside the profile's "
+           f"{_corr(report.profile_agreement.kendall_tau)}: a profile cannot rank the networks much better than the measurement "
+           "ranks them against itself."] if report.retest_tau is not None else []),
         *(["",
            "Raw, for comparison (median of the absolute times, not anchored; includes the machine's speed changes):",
            "",

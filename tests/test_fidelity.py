@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from casprof.cli.app import app
 from casprof.fidelity import FidelitySettings, draw_candidates
-from casprof.fidelity_metrics import agreement, linear_fit, proxy_agreement, retest_error
+from casprof.fidelity_metrics import agreement, linear_fit, proxy_agreement, retest_error, retest_kendall_tau
 from casprof.fidelity_report import report_markdown
 from casprof.hardware import HardwareFingerprint
 from casprof.ops import CELL_TYPES
@@ -56,6 +56,14 @@ def test_proxies_are_fitted_linearly_before_comparison() -> None:
 def test_retest_error_is_mean_relative_disagreement() -> None:
     assert retest_error([100.0, 200.0], [110.0, 180.0]) == pytest.approx(100 * (10 / 105 + 20 / 190) / 2)
     assert retest_error([5.0], [5.0]) == 0.0
+
+
+def test_retest_kendall_tau_counts_the_pairs_the_two_measurements_order_alike() -> None:
+    # 4 networks, 6 pairs; the second measurement swaps the order of the first two: 5 concordant, 1 discordant
+    assert retest_kendall_tau([100.0, 110.0, 200.0, 300.0], [112.0, 108.0, 210.0, 290.0]) == pytest.approx(4 / 6)
+    assert retest_kendall_tau([1.0, 2.0, 3.0], [3.0, 2.0, 1.0]) == pytest.approx(-1.0)
+    assert retest_kendall_tau([5.0], [5.0]) is None
+    assert retest_kendall_tau([5.0, 5.0], [4.0, 6.0]) is None
 
 
 def test_candidates_are_seeded_and_include_the_extremes(tiny_profile_path: Path) -> None:
@@ -136,6 +144,9 @@ def test_fidelity_console_script_measures_and_reports(tiny_profile_path: Path, t
     assert "anchored" in proc.stdout and "Raw, for comparison" in proc.stdout
     assert 0 <= s["profile"]["within_5"] <= s["profile"]["within_10"] <= 1
     assert s["test_retest_pct"] >= 0
+    first, second = [n["first_ms"] for n in nets], [n["second_ms"] for n in nets]
+    assert s["test_retest_kendall_tau"] == pytest.approx(retest_kendall_tau(first, second))
+    assert f"Test-retest Kendall τ (m1 against m2, each from half the runs): {s['test_retest_kendall_tau']:.3f}" in proc.stdout
     assert (tmp_path / "fidelity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # --retime-structure: the structure terms timed beside the networks, each with its samples, and their effect
     terms = report["structure_terms"]
