@@ -11,6 +11,13 @@ comparison rest on the same baseline.
     python benchmarks/fidelity_rescore.py --profile profiles/cpu-6d78dc83-onnxruntime-fp32-768x1536.json \\
         benchmarks/results/fidelity_cpu_onnxruntime_6d78dc8361ef86df*.json --tag calibrated
 
+With ``--op-scale`` a calibrated profile's offset is replaced by a proportional calibration fitted
+to the same calibration networks: the operations' part of every prediction (prediction without
+the offset minus c'_id) is multiplied by the median over those networks of (measured - c'_id) /
+(prediction without offset - c'_id). A machine that runs some percent faster or slower changes the
+operations' costs in proportion, which one offset in ms cannot follow; this option measures how
+much that matters on recorded checks (an analysis, not what ``casprof predict`` does).
+
 Writes ``benchmarks/results/fidelity_rescore_<digest>[_<tag>].{md,json}``.
 """
 
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -32,8 +40,16 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def rescore(profile: Profile, report: dict) -> dict:
-    """The figures of one recorded check with ``profile``'s predictions."""
+def op_scale(profile: Profile) -> float:
+    """The proportional calibration of ``profile`` (see the module docstring), from its calibration networks."""
+    if profile.calibration is None:
+        sys.exit(f"--op-scale needs a calibrated profile; {profile.device} has no calibration block.")
+    c_id = profile.baseline[Metric.LATENCY_MS.value].value  # the networks' predictions are without the offset
+    return statistics.median((n.measured_ms - c_id) / (n.predicted_ms - c_id) for n in profile.calibration.networks)
+
+
+def rescore(profile: Profile, report: dict, scale: float | None = None) -> dict:
+    """The figures of one recorded check with ``profile``'s predictions (its offset replaced by ``scale`` if given)."""
     lat = Metric.LATENCY_MS.value
     if report["profile"]["hardware_digest"] != profile.hardware.get("digest"):
         sys.exit(f"{report['created']}: measured on hardware {report['profile']['hardware_digest']}, "
@@ -43,13 +59,24 @@ def rescore(profile: Profile, report: dict) -> dict:
         sys.exit(f"{report['created']}: anchored at c'_id {base} ms, not the profile's {profile.baseline[lat].value} ms.")
     nets = report["networks"]
     predicted = [predict(profile, Genotype.from_dict(n["genotype"]))[lat].value for n in nets]
+    if scale is not None:
+        assert profile.calibration is not None
+        c_id, offset = profile.baseline[lat].value, profile.calibration.offset.value
+        predicted = [c_id + scale * (p - offset - c_id) for p in predicted]
+    extremes = {n["name"]: 100 * (p - n["measured_ms"]) / n["measured_ms"]
+                for n, p in zip(nets, predicted) if n["name"].startswith("all-")}
     a = agreement(predicted, [n["measured_ms"] for n in nets])
     retest = retest_error([n["first_ms"] for n in nets], [n["second_ms"] for n in nets])
     ratio = a.mape / retest if retest > 0 else None
     retest_tau = retest_kendall_tau([n["first_ms"] for n in nets], [n["second_ms"] for n in nets])
     return {"check_created": report["created"], "check_profile_path": report["profile_path"],
             "networks": len(nets), "agreement": a.to_dict(), "test_retest_pct": retest, "mape_to_test_retest": ratio,
-            "test_retest_kendall_tau": retest_tau, "targets": target_rows(a, ratio)}
+            "test_retest_kendall_tau": retest_tau, "extremes_error_pct": extremes, "targets": target_rows(a, ratio)}
+
+
+def _pct(row: dict, name: str) -> str:
+    value = row["extremes_error_pct"].get(name)
+    return "-" if value is None else f"{value:+.2f}%"
 
 
 def main() -> None:
@@ -58,9 +85,12 @@ def main() -> None:
     parser.add_argument("reports", type=Path, nargs="+", help="fidelity report JSON files")
     parser.add_argument("--tag", default="")
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--op-scale", action="store_true",
+                        help="replace the profile's calibration offset by a proportional calibration (module docstring)")
     args = parser.parse_args()
     profile = Profile.load(args.profile)
-    rows = [rescore(profile, json.loads(p.read_text())) | {"file": p.name} for p in args.reports]
+    scale = op_scale(profile) if args.op_scale else None
+    rows = [rescore(profile, json.loads(p.read_text()), scale) | {"file": p.name} for p in args.reports]
     cal = profile.calibration
     digest = profile.hardware.get("digest")
     command = "python benchmarks/fidelity_rescore.py " + " ".join(sys.argv[1:])
@@ -68,20 +98,23 @@ def main() -> None:
              f"- command: `{command}`",
              f"- profile created {profile.created}; calibration: "
              + ("none" if cal is None else f"{cal.offset.value:+.3f} ms from {len(cal.networks)} networks ({cal.created})"),
-             "- measurements as recorded by each check (nothing re-timed); predictions from the profile above", "",
-             "| check (created) | file | MAPE | within ±5% | Kendall τ | τ m1 vs m2 | MAPE / test-retest | mean error | SD | all four met |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+             "- measurements as recorded by each check (nothing re-timed); predictions from the profile above"
+             + ("" if scale is None else f", its offset replaced by a proportional calibration of the operations' part: x {scale:.4f} "
+                "(median over its calibration networks of (measured - c'_id) / (prediction without offset - c'_id))"), "",
+             "| check (created) | file | MAPE | within ±5% | Kendall τ | τ m1 vs m2 | MAPE / test-retest | mean error | SD | all-cheapest | all-most-expensive | all four met |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in rows:
         a = r["agreement"]
         ratio = "-" if r["mape_to_test_retest"] is None else f"{r['mape_to_test_retest']:.2f}"
         retest_tau = "-" if r["test_retest_kendall_tau"] is None else f"{r['test_retest_kendall_tau']:.3f}"
         lines.append(f"| {r['check_created']} | `{r['file']}` | {a['mape']:.2f}% | {a['within_5']:.0%} | {a['kendall_tau']:.3f} | "
-                     f"{retest_tau} | {ratio} | {a['bias']:+.2f}% | {a['spread']:.2f}% | "
-                     f"{'yes' if all(t['met'] for t in r['targets']) else 'no'} |")
+                     f"{retest_tau} | {ratio} | {a['bias']:+.2f}% | {a['spread']:.2f}% | {_pct(r, 'all-cheapest')} | "
+                     f"{_pct(r, 'all-most-expensive')} | {'yes' if all(t['met'] for t in r['targets']) else 'no'} |")
     md = "\n".join(lines) + "\n"
     stem = f"fidelity_rescore_{digest}" + (f"_{args.tag}" if args.tag else "")
     args.results.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.results / f"{stem}.json", {"profile": str(args.profile), "command": command, "checks": rows})
+    atomic_write_json(args.results / f"{stem}.json",
+                      {"profile": str(args.profile), "command": command, "op_scale": scale, "checks": rows})
     atomic_write_text(args.results / f"{stem}.md", md)
     print(md)
 

@@ -1,7 +1,8 @@
-"""The benchmark scripts' GPU-profile paths, run as real subprocesses on committed H100 profiles.
+"""Benchmark scripts that need no timing, run as real subprocesses on committed profiles and results.
 
-A GPU profile is compared with the registry's spec-sheet roofline of its device (no GPU needed);
-the CPU-only parts of these scripts are exercised by running them (see README).
+A GPU profile is compared with the registry's spec-sheet roofline of its device (no GPU needed), and
+a recorded fidelity check is rescored with another calibration; the parts of the scripts that time
+things are exercised by running them (see README).
 """
 
 from __future__ import annotations
@@ -34,3 +35,32 @@ def test_estimate_vs_measured_compares_a_gpu_profile_with_its_spec_sheet(tmp_pat
     assert -1 <= c["overall"]["estimate"]["kendall_tau"] <= 1
     md = (tmp_path / "estimate_vs_measured.md").read_text()
     assert f"{h100.peak_fp16_tflops:.1f} TFLOP/s" in md and "SPEC-SHEET" in md
+
+
+def test_fidelity_rescore_replaces_the_offset_by_a_proportional_calibration(tmp_path: Path) -> None:
+    """`fidelity_rescore.py --op-scale` on a committed torch check and its calibrated profile (real data, nothing timed)."""
+    import statistics
+
+    stem = "benchmarks/results/fidelity_cpu_torch-keep_6d78dc8361ef86df_keep-calibrated-48-rounds"
+    profile = json.loads((ROOT / f"{stem}.profile.json").read_text())
+    check = json.loads((ROOT / f"{stem}.json").read_text())
+    c_id, offset = profile["baseline"]["latency_ms"]["value"], profile["calibration"]["offset"]["value"]
+    expected_scale = statistics.median((n["measured_ms"] - c_id) / (n["predicted_ms"] - c_id)
+                                       for n in profile["calibration"]["networks"])
+    for extra, tag in (([], "offset"), (["--op-scale"], "scale")):
+        run = subprocess.run([sys.executable, "benchmarks/fidelity_rescore.py", "--profile", f"{stem}.profile.json", f"{stem}.json",
+                              "--tag", tag, "--results", str(tmp_path), *extra], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        report = json.loads((tmp_path / f"fidelity_rescore_6d78dc8361ef86df_{tag}.json").read_text())
+        (row,) = report["checks"]
+        cheapest = next(n for n in check["networks"] if n["name"] == "all-cheapest")
+        if tag == "offset":  # the profile's own predictions: the check's recorded errors come back
+            assert report["op_scale"] is None
+            assert row["extremes_error_pct"]["all-cheapest"] == pytest.approx(cheapest["error_pct"])
+            assert row["agreement"]["mape"] == pytest.approx(check["summary"]["profile"]["mape"])
+        else:
+            assert report["op_scale"] == pytest.approx(expected_scale)
+            predicted = c_id + expected_scale * (cheapest["predicted_ms"] - offset - c_id)
+            assert row["extremes_error_pct"]["all-cheapest"] == pytest.approx(
+                100 * (predicted - cheapest["measured_ms"]) / cheapest["measured_ms"])
+        assert row["agreement"]["kendall_tau"] == pytest.approx(check["summary"]["profile"]["kendall_tau"])  # a calibration cannot reorder
