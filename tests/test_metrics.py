@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import socket
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ import torch
 import torch.multiprocessing as mp
 
 from search.metrics import ConfusionMatrix
+from tests._dist_support import free_port
 
 # Ground truth and prediction of a 2x6 image with 4 classes; 255 is ignored, class 3 appears nowhere.
 TARGET = torch.tensor([[0, 0, 1, 1, 2, 255], [0, 1, 1, 2, 255, 255]])
@@ -64,12 +64,6 @@ def test_bad_updates() -> None:
     assert int(cm.matrix.sum()) == 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rank_main(rank: int, port: int, out: Path) -> None:
     import torch.distributed as dist
 
@@ -86,6 +80,6 @@ def _rank_main(rank: int, port: int, out: Path) -> None:
 
 def test_all_reduce_sums_the_ranks(tmp_path: Path) -> None:
     """Two real gloo ranks (forked: spawning would re-import torch for seconds) each count half the image."""
-    mp.start_processes(_rank_main, args=(_free_port(), tmp_path), nprocs=2, join=True, start_method="fork")
+    mp.start_processes(_rank_main, args=(free_port(), tmp_path), nprocs=2, join=True, start_method="fork")
     results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert results[0] == results[1] == EXPECTED.tolist()

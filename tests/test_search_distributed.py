@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests._dist_support import one_rank_env
+
 ITERS = 3
 
 
@@ -103,13 +105,7 @@ if __name__ == "__main__":
 
 
 def _one_rank_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    import socket
-
-    with socket.socket() as s:  # a free port for the rendezvous store
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0",
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}.items():
+    for key, value in one_rank_env().items():
         monkeypatch.setenv(key, value)
 
 

@@ -14,6 +14,7 @@ import torch
 from casprof.genotype import Genotype
 from casprof.network import CASNetwork
 from casprof.weights import load_weights
+from tests._dist_support import one_rank_env
 from tests._train_support import MINI19, genotype_file
 
 #: One rank of a DistributedDataParallel run inside ``search.distributed.distributed``, in a fresh interpreter
@@ -60,13 +61,7 @@ def test_a_ddp_command_ends_its_gloo_threads(tmp_path: Path) -> None:
     finished (SIGABRT, "terminate called without an active exception"); see
     ``search.distributed._import_group_capturing_modules``.
     """
-    import socket
-
-    with socket.socket() as s:  # a free port for the rendezvous store
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
-           "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, **one_rank_env(), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     done = subprocess.run([sys.executable, "-c", _ONE_RANK_DDP], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
