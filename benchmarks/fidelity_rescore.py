@@ -18,18 +18,24 @@ the offset minus c'_id) is multiplied by the median over those networks of (meas
 operations' costs in proportion, which one offset in ms cannot follow; this option measures how
 much that matters on recorded checks (an analysis, not what ``casprof predict`` does).
 
+With ``--refit offset|affine`` the profile's calibration is fitted again, in that form, to its own
+calibration networks (as ``casprof calibrate --form`` would have fitted them; offset: its random
+networks only): the two forms compared on the same calibration measurements and the same checks.
+
 Writes ``benchmarks/results/fidelity_rescore_<digest>[_<tag>].{md,json}``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
 from pathlib import Path
 
 from casprof._io import atomic_write_json, atomic_write_text
+from casprof.calibration import Calibration, CalibrationForm, NetworkKind
 from casprof.fidelity_metrics import agreement, retest_error, retest_kendall_tau
 from casprof.genotype import Genotype
 from casprof.predict import predict
@@ -48,6 +54,17 @@ def op_scale(profile: Profile) -> float:
     return statistics.median((n.measured_ms - c_id) / (n.predicted_ms - c_id) for n in profile.calibration.networks)
 
 
+def refit(profile: Profile, form: CalibrationForm) -> Profile:
+    """``profile`` with its calibration fitted again in ``form`` to its own calibration networks."""
+    cal = profile.calibration
+    if cal is None:
+        sys.exit(f"--refit needs a calibrated profile; {profile.device} has no calibration block.")
+    c_id = profile.baseline[Metric.LATENCY_MS.value].value  # the networks' predictions are without calibration
+    nets = [dataclasses.replace(n, operations_ms=n.predicted_ms - c_id) for n in cal.networks
+            if form is CalibrationForm.AFFINE or n.kind is NetworkKind.RANDOM]
+    return dataclasses.replace(profile, calibration=Calibration.fit(form, nets, cal.settings, cal.baseline_now_ms))
+
+
 def rescore(profile: Profile, report: dict, scale: float | None = None) -> dict:
     """The figures of one recorded check with ``profile``'s predictions (its offset replaced by ``scale`` if given)."""
     lat = Metric.LATENCY_MS.value
@@ -58,11 +75,11 @@ def rescore(profile: Profile, report: dict, scale: float | None = None) -> dict:
     if abs(base - profile.baseline[lat].value) > 1e-9:
         sys.exit(f"{report['created']}: anchored at c'_id {base} ms, not the profile's {profile.baseline[lat].value} ms.")
     nets = report["networks"]
-    predicted = [predict(profile, Genotype.from_dict(n["genotype"]))[lat].value for n in nets]
-    if scale is not None:
-        assert profile.calibration is not None
-        c_id, offset = profile.baseline[lat].value, profile.calibration.offset.value
-        predicted = [c_id + scale * (p - offset - c_id) for p in predicted]
+    if scale is not None:  # the calibration replaced by the factor on the operations' part
+        bare, c_id = dataclasses.replace(profile, calibration=None), profile.baseline[lat].value
+        predicted = [c_id + scale * (predict(bare, Genotype.from_dict(n["genotype"]))[lat].value - c_id) for n in nets]
+    else:
+        predicted = [predict(profile, Genotype.from_dict(n["genotype"]))[lat].value for n in nets]
     extremes = {n["name"]: 100 * (p - n["measured_ms"]) / n["measured_ms"]
                 for n, p in zip(nets, predicted) if n["name"].startswith("all-")}
     a = agreement(predicted, [n["measured_ms"] for n in nets])
@@ -87,8 +104,14 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--op-scale", action="store_true",
                         help="replace the profile's calibration offset by a proportional calibration (module docstring)")
+    parser.add_argument("--refit", type=CalibrationForm, choices=list(CalibrationForm), metavar="{offset,affine}",
+                        help="fit the profile's calibration again in this form to its own networks (module docstring)")
     args = parser.parse_args()
+    if args.refit is not None and args.op_scale:
+        parser.error("--refit and --op-scale are two different replacements of the calibration; pick one.")
     profile = Profile.load(args.profile)
+    if args.refit is not None:
+        profile = refit(profile, args.refit)
     scale = op_scale(profile) if args.op_scale else None
     rows = [rescore(profile, json.loads(p.read_text()), scale) | {"file": p.name} for p in args.reports]
     cal = profile.calibration
@@ -96,10 +119,11 @@ def main() -> None:
     command = "python benchmarks/fidelity_rescore.py " + " ".join(sys.argv[1:])
     lines = [f"# Recorded fidelity checks scored with `{args.profile.name}`", "",
              f"- command: `{command}`",
-             f"- profile created {profile.created}; calibration: "
-             + ("none" if cal is None else f"{cal.offset.value:+.3f} ms from {len(cal.networks)} networks ({cal.created})"),
+             f"- profile created {profile.created}; calibration"
+             + ("" if args.refit is None else f" (fitted again here, {args.refit.value})") + ": "
+             + ("none" if cal is None else cal.summary()),
              "- measurements as recorded by each check (nothing re-timed); predictions from the profile above"
-             + ("" if scale is None else f", its offset replaced by a proportional calibration of the operations' part: x {scale:.4f} "
+             + ("" if scale is None else f", its calibration replaced by a proportional calibration of the operations' part: x {scale:.4f} "
                 "(median over its calibration networks of (measured - c'_id) / (prediction without offset - c'_id))"), "",
              "| check (created) | file | MAPE | within ±5% | Kendall τ | τ m1 vs m2 | MAPE / test-retest | mean error | SD | all-cheapest | all-most-expensive | all four met |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
@@ -114,7 +138,9 @@ def main() -> None:
     stem = f"fidelity_rescore_{digest}" + (f"_{args.tag}" if args.tag else "")
     args.results.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.results / f"{stem}.json",
-                      {"profile": str(args.profile), "command": command, "op_scale": scale, "checks": rows})
+                      {"profile": str(args.profile), "command": command, "op_scale": scale,
+                       "refit": None if args.refit is None else args.refit.value,
+                       "calibration": None if cal is None else cal.to_dict(), "checks": rows})
     atomic_write_text(args.results / f"{stem}.md", md)
     print(md)
 

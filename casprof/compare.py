@@ -130,7 +130,7 @@ def check_profile(profile: Profile, present: HardwareFingerprint | None = None) 
     if profile.calibration is not None:
         # An offset whose interval includes 0 may move predictions the wrong way (measured on an H100:
         # -0.38 ms, interval [-0.82, +0.00], made the mean error -3.7 % where none gave +0.5 %).
-        level = "warning" if profile.calibration.offset.interval_includes_zero else "info"
+        level = "warning" if profile.calibration.indistinguishable_from_none else "info"
         findings.append(Finding(level, f"calibrated: {profile.calibration.summary()}."))
     digest = profile.hardware.get("digest")
     if present is not None and digest and digest != present.digest():

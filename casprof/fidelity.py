@@ -29,7 +29,7 @@ also times the model's structure probes, as one more block in the same sweeps, a
 terms now beside the profile's, and the agreement of the profile with the terms timed now, as a
 diagnostic of a stale level (:mod:`casprof.structure_drift`); the profile's own figures are never
 replaced by it. A calibrated profile (:mod:`casprof.calibration`) is also scored without its
-offset, and the check refuses genotypes that the calibration measured.
+calibration, and the check refuses genotypes that the calibration measured.
 """
 
 from __future__ import annotations
@@ -551,7 +551,9 @@ def summarize(profile: Profile, results: Sequence[NetworkResult], settings: Fide
             "gpus": [g.get("name") for g in profile.hardware.get("gpus") or []],
             "schema_edge_model": "uniform share c_o / E (schema 1)" if profile.edge_model is None
             else "per edge class s_k + c_o^k / E_k (schema 2)",
-            "calibration_offset_ms": None if profile.calibration is None else profile.calibration.offset.value,
+            "calibration_form": None if profile.calibration is None else profile.calibration.form.value,
+            "calibration_offset_ms": None if profile.calibration is None else profile.calibration.offset,
+            "calibration_factor": None if profile.calibration is None else profile.calibration.factor,
             "calibration_networks": None if profile.calibration is None else len(profile.calibration.networks),
         },
         settings=settings.to_dict(),

@@ -4,11 +4,23 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 from casprof._io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from casprof.errors import UserInputError
 from casprof.fidelity import FidelityReport
 from casprof.fidelity_metrics import Agreement
+
+
+def _calibration_text(p: dict[str, Any]) -> str:
+    """The profile line's calibration part (reports of schema-3 profiles name no form or factor)."""
+    if p.get("calibration_offset_ms") is None:
+        return "; not calibrated"
+    factor = p.get("calibration_factor")
+    if p.get("calibration_form") == "affine" and factor is not None:
+        return (f"; affine calibration: offset {p['calibration_offset_ms']:+.2f} ms, factor {factor:.4f} on the "
+                f"operations' part, from {p['calibration_networks']} networks")
+    return f"; calibration offset {p['calibration_offset_ms']:+.2f} ms from {p['calibration_networks']} networks"
 
 
 def _corr(value: float | None) -> str:
@@ -61,8 +73,7 @@ def report_markdown(report: FidelityReport) -> str:
         "",
         f"- profile: `{report.profile_path}` (network {p['network']}, hardware {p['hardware_digest']}, {where}, "
         f"{p['threads']} threads; per-edge model: {p['schema_edge_model']}"
-        + (f"; calibration offset {p['calibration_offset_ms']:+.2f} ms from {p['calibration_networks']} networks"
-           if p.get("calibration_offset_ms") is not None else "; not calibrated") + ")",
+        + _calibration_text(p) + ")",
         f"- networks: {s['samples']} random genotypes (seed {s['seed']})"
         + (" + all-cheapest + all-most-expensive" if s["extremes"] else "")
         + f"; each timed {s['rounds']} times in interleaved rounds"
@@ -82,7 +93,7 @@ def report_markdown(report: FidelityReport) -> str:
         _row("profile (c'_id + Σ edge costs)", report.profile_agreement),
         *([_row("same profile, uniform share c_o / E (schema-1 model)", report.uniform_agreement)]
           if report.uniform_agreement is not None else []),
-        *([_row("same profile without its calibration offset", report.uncalibrated_agreement)]
+        *([_row("same profile without its calibration", report.uncalibrated_agreement)]
           if report.uncalibrated_agreement is not None else []),
         *([_row("diagnostic: same profile, structure terms timed now", report.structure_agreement)]
           if report.structure_agreement is not None else []),

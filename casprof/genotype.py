@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,9 +189,15 @@ class Genotype:
         return cls.from_dict(read_json_file(Path(path), "genotype"))
 
 
-def random_cell(cell_type: str, config: NetworkConfig, rng: random.Random) -> CellGraph:
-    """A random valid derived cell: each node picks two distinct predecessors and an operation each."""
-    ops = candidate_ops(cell_type)
+def random_cell(cell_type: str, config: NetworkConfig, rng: random.Random, ops: Sequence[str] | None = None) -> CellGraph:
+    """A random valid derived cell: each node picks two distinct predecessors and an operation each.
+
+    ``ops`` narrows the draw to some of the cell type's candidate operations (all of them by default).
+    """
+    ops = candidate_ops(cell_type) if ops is None else tuple(ops)
+    unknown = sorted(set(ops) - set(candidate_ops(cell_type)))
+    if not ops or unknown:
+        raise ValueError(f"cannot draw {cell_type} cells from {list(ops)!r}: {unknown or 'no operations'}")
     nodes = []
     for j in range(config.intermediate_nodes(cell_type)):
         inputs = sorted(rng.sample(range(2 + j), EDGES_PER_NODE))
@@ -198,12 +205,18 @@ def random_cell(cell_type: str, config: NetworkConfig, rng: random.Random) -> Ce
     return tuple(nodes)
 
 
-def random_genotype(seed: int, config: NetworkConfig | None = None) -> Genotype:
-    """A random valid genotype for ``config``; the same seed gives the same genotype."""
+def random_genotype(seed: int, config: NetworkConfig | None = None,
+                    ops: Mapping[str, Sequence[str]] | None = None) -> Genotype:
+    """A random valid genotype for ``config``; the same seed gives the same genotype.
+
+    ``ops`` (by cell type) narrows each cell type's draw to some of its operations; without it
+    (every operation) the genotype is the one ``casprof genotype --random --seed`` writes.
+    """
     config = config or NetworkConfig()
     rng = random.Random(seed)
-    cells = {t: random_cell(t, config, rng) for t in CELL_TYPES}
-    return Genotype(**cells, network=config, search=SearchRecord(method="random", seed=seed))
+    cells = {t: random_cell(t, config, rng, None if ops is None else ops[t]) for t in CELL_TYPES}
+    method = "random" if ops is None else "random (restricted operations)"
+    return Genotype(**cells, network=config, search=SearchRecord(method=method, seed=seed))
 
 
 def uniform_genotype(ops: dict[str, str], config: NetworkConfig | None = None) -> Genotype:

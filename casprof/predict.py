@@ -10,8 +10,9 @@ operation, in every cell of its type (the genotype's cell is repeated in every c
   (leaving a cell input or an intermediate node) costs ``s_k + c_o^k / E_k``, and the full
   cells' identity edges ``sum_k E_k s_k`` are taken out of c'_id. ``by_cell_type`` then holds
   the genotype's edges minus those, so that the value is still ``baseline + sum(by_cell_type)``.
-* A calibrated profile (schema 3, :mod:`casprof.calibration`) adds its measured offset to the
-  latency: the value is ``baseline + sum(by_cell_type) + calibration``.
+* A calibrated profile (:mod:`casprof.calibration`) adds ``offset + (factor - 1) * sum(by_cell_type)``
+  to the latency (schema 3: an offset, factor 1; schema 4: also affine): the value is
+  ``baseline + sum(by_cell_type) + calibration``.
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ def predict(profile: Profile, genotype: Genotype) -> dict[str, Prediction]:
         base = profile.baseline[metric].value
         latency = metric == Metric.LATENCY_MS.value
         calibration = profile.calibration if latency else None  # only latency is ever calibrated
-        offset = 0.0 if calibration is None else calibration.offset.value
+        operations = sum(parts.values())
+        added = 0.0 if calibration is None else calibration.adjustment(operations)
         method = profile.method.value + ("" if calibration is None else " + calibration") if latency else "exact counts"
-        result[metric] = Prediction(metric, base + sum(parts.values()) + offset, base, parts, method, offset)
+        result[metric] = Prediction(metric, base + operations + added, base, parts, method, added)
     return result

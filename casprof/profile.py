@@ -31,7 +31,9 @@ if TYPE_CHECKING:  # pragma: no cover
 #: (without it, every edge of a cell type costs the uniform share c_o / E).
 #: 3 added the optional ``calibration`` block (casprof.calibration: a latency offset measured on
 #: derived networks); version-1 and -2 files still load (no offset).
-PROFILE_SCHEMA_VERSION = 3
+#: 4 let the calibration be affine (an offset plus a factor on the operations' part, fitted with
+#: networks leaning to the cheapest and costliest operations); a version-3 block loads as an offset.
+PROFILE_SCHEMA_VERSION = 4
 
 
 class Metric(str, enum.Enum):

@@ -64,3 +64,39 @@ def test_fidelity_rescore_replaces_the_offset_by_a_proportional_calibration(tmp_
             assert row["extremes_error_pct"]["all-cheapest"] == pytest.approx(
                 100 * (predicted - cheapest["measured_ms"]) / cheapest["measured_ms"])
         assert row["agreement"]["kendall_tau"] == pytest.approx(check["summary"]["profile"]["kendall_tau"])  # a calibration cannot reorder
+
+
+def test_fidelity_rescore_refits_the_calibration_in_either_form(tmp_path: Path) -> None:
+    """`fidelity_rescore.py --refit offset|affine` on the same committed calibration networks and check."""
+    from casprof.calibration import lad_line
+
+    stem = "benchmarks/results/fidelity_cpu_torch-keep_6d78dc8361ef86df_keep-calibrated-48-rounds"
+    profile = json.loads((ROOT / f"{stem}.profile.json").read_text())
+    check = json.loads((ROOT / f"{stem}.json").read_text())
+    c_id = profile["baseline"]["latency_ms"]["value"]
+    nets = profile["calibration"]["networks"]
+    reports = {}
+    for form in ("offset", "affine"):
+        run = subprocess.run([sys.executable, "benchmarks/fidelity_rescore.py", "--profile", f"{stem}.profile.json", f"{stem}.json",
+                              "--tag", form, "--results", str(tmp_path), "--refit", form], cwd=ROOT, capture_output=True,
+                             text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        reports[form] = json.loads((tmp_path / f"fidelity_rescore_6d78dc8361ef86df_{form}.json").read_text())
+        assert reports[form]["refit"] == form and reports[form]["calibration"]["form"] == form
+    # refitting the offset gives back the profile's own offset, so the check's own figures
+    assert reports["offset"]["calibration"]["offset"]["value"] == pytest.approx(profile["calibration"]["offset"]["value"])
+    assert reports["offset"]["checks"][0]["agreement"]["mape"] == pytest.approx(check["summary"]["profile"]["mape"])
+    # the affine refit is the least-absolute-deviations line through the same networks
+    a, b = lad_line([n["predicted_ms"] - c_id for n in nets], [n["measured_ms"] - c_id for n in nets])
+    assert reports["affine"]["calibration"]["offset"]["value"] == pytest.approx(a)
+    assert reports["affine"]["calibration"]["factor"]["value"] == pytest.approx(b)
+    row = reports["affine"]["checks"][0]
+    cheapest = next(n for n in check["networks"] if n["name"] == "all-cheapest")
+    bare = cheapest["predicted_ms"] - profile["calibration"]["offset"]["value"]
+    assert row["extremes_error_pct"]["all-cheapest"] == pytest.approx(
+        100 * (c_id + a + b * (bare - c_id) - cheapest["measured_ms"]) / cheapest["measured_ms"])
+    assert row["agreement"]["kendall_tau"] == pytest.approx(check["summary"]["profile"]["kendall_tau"])
+    both = subprocess.run([sys.executable, "benchmarks/fidelity_rescore.py", "--profile", f"{stem}.profile.json", f"{stem}.json",
+                           "--results", str(tmp_path), "--refit", "affine", "--op-scale"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert both.returncode == 2 and "pick one" in both.stderr

@@ -1,4 +1,4 @@
-"""``casprof calibrate``: measure a profile's latency offset on real derived networks."""
+"""``casprof calibrate``: fit a profile's latency calibration on real derived networks."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from casprof.calibration import CalibrationForm
 from casprof.cli._app import err_console
 from casprof.cli._options import NetworkRoundsOpt, NetworkSweepsOpt, OutOpt, ProfileOpt, SeedOpt
 from casprof.cli._progress import stage_progress
@@ -20,20 +21,24 @@ def calibrate(
     profile: ProfileOpt,
     networks: Annotated[int, typer.Option("--networks", "-n", help="Random derived networks to time (at least 3).")] = 8,
     seed: SeedOpt = 0,
+    form: Annotated[CalibrationForm, typer.Option(
+        "--form", help="affine: offset + factor on the operations' part (adds 4 networks from the cheapest and costliest "
+                       "operations to pin the factor); offset (default): one offset in ms.")] = CalibrationForm.OFFSET,
     rounds: NetworkRoundsOpt = 24,
     sweeps: NetworkSweepsOpt = 2,
     out: OutOpt = None,
 ) -> None:
-    """Time random derived networks as `casprof fidelity` does and store the profile's latency offset.
+    """Time random derived networks as `casprof fidelity` does and store the profile's latency calibration.
 
-    The offset is the median over the networks of (measured - predicted); `casprof predict` adds it
-    to every latency prediction. Writes the calibrated profile to --out (default: the profile
-    itself, replaced atomically). The networks' genotype seeds never meet a fidelity check's.
+    offset (default): the median of (measured - predicted); affine: measured - c'_id = offset + factor x (prediction - c'_id), a least-absolute-deviations
+    line. `casprof predict` adds offset + (factor - 1) x
+    (prediction - c'_id) to every latency prediction. Writes the calibrated profile to --out (default:
+    the profile itself, replaced atomically). The networks' genotype seeds never meet a fidelity check's.
     """
     from casprof.calibration import CalibrationSettings, run_calibration
     from casprof.fidelity import check_can_measure
 
-    settings = CalibrationSettings(networks=networks, seed=seed, rounds=rounds, sweeps=sweeps)
+    settings = CalibrationSettings(networks=networks, seed=seed, form=form, rounds=rounds, sweeps=sweeps)
     target = Path(out) if out is not None else Path(profile)
     if not target.parent.is_dir():
         raise UserInputError(f"The output folder {target.parent} does not exist.")
@@ -41,16 +46,18 @@ def calibrate(
     hardware = detect_hardware()
     check_can_measure(p, hardware)
     h, w = p.input_size
+    total = networks + settings.leverage_networks
     err_console.print(f"Calibrating [bold]{profile}[/] ({p.device}, {p.backend.name}/{p.backend.precision}, {h}x{w}) "
-                      f"on {networks} random derived networks", highlight=False)
+                      f"on {total} derived networks ({form.value})", highlight=False)
     with stage_progress() as on_progress:
         cal = run_calibration(p, hardware, settings, progress=on_progress)
     dataclasses.replace(p, calibration=cal).save(target)
-    typer.echo(f"{target}: latency offset {cal.summary()}; baseline now {cal.baseline_now_ms:.3f} ms vs "
+    typer.echo(f"{target}: latency calibration {cal.summary()}; baseline now {cal.baseline_now_ms:.3f} ms vs "
                f"c'_id {p.baseline[Metric.LATENCY_MS.value].value:.3f} ms.")
     for n in cal.networks:
-        typer.echo(f"  seed {n.seed}: predicted {n.predicted_ms:.3f} ms, measured {n.measured_ms:.3f} ms, "
-                   f"residual {n.residual_ms:+.3f} ms")
+        typer.echo(f"  seed {n.seed} ({n.kind.value}): predicted {n.predicted_ms:.3f} ms, measured {n.measured_ms:.3f} ms, "
+                   f"residual {n.residual_ms:+.3f} ms, after calibration "
+                   f"{n.residual_ms - cal.adjustment(n.predicted_ms - p.baseline[Metric.LATENCY_MS.value].value):+.3f} ms")
 
 
 def register(app: typer.Typer) -> None:
