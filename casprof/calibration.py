@@ -219,14 +219,17 @@ def bootstrap_lad(x: np.ndarray, y: np.ndarray, strata: Sequence[str], resamples
             (float(np.percentile(b, 2.5)), float(np.percentile(b, 97.5))))
 
 
+def _affine_points(networks: Sequence[CalibrationNetwork]) -> tuple[np.ndarray, np.ndarray]:
+    """The affine fit's points: x = operations' part, y = measured - c'_id (= residual + x)."""
+    x = np.array([n.operations_ms for n in networks], float)
+    return x, np.array([n.residual_ms for n in networks], float) + x
+
+
 def _fit_point(form: CalibrationForm, networks: Sequence[CalibrationNetwork]) -> tuple[float, float]:
     """The (offset, factor) a calibration of ``form`` fits to ``networks``."""
     if form is CalibrationForm.OFFSET:
         return float(np.median([n.residual_ms for n in networks])), 1.0
-    x = np.array([n.operations_ms for n in networks], float)
-    y = np.array([n.measured_ms - n.predicted_ms + n.operations_ms for n in networks], float)  # type: ignore[operator]
-    a, b = lad_line(x, y)
-    return a, b
+    return lad_line(*_affine_points(networks))
 
 
 # --- the calibration value ----------------------------------------------------------------------
@@ -258,9 +261,7 @@ class Calibration:
         if form is CalibrationForm.OFFSET:
             offset_ci, factor_ci = Measurement(tuple(n.residual_ms for n in networks)).ci95, (1.0, 1.0)
         else:
-            x = np.array([n.operations_ms for n in networks], float)
-            y = np.array([n.residual_ms for n in networks], float) + x
-            offset_ci, factor_ci = bootstrap_lad(x, y, [n.kind.value for n in networks])
+            offset_ci, factor_ci = bootstrap_lad(*_affine_points(networks), [n.kind.value for n in networks])
         return cls(form, offset, factor, offset_ci, factor_ci, networks, dict(settings or {}), baseline_now_ms)
 
     @property

@@ -30,10 +30,11 @@ def calibrate(
 ) -> None:
     """Time random derived networks as `casprof fidelity` does and store the profile's latency calibration.
 
-    offset (default): the median of (measured - predicted); affine: measured - c'_id = offset + factor x (prediction - c'_id), a least-absolute-deviations
-    line. `casprof predict` adds offset + (factor - 1) x
-    (prediction - c'_id) to every latency prediction. Writes the calibrated profile to --out (default:
-    the profile itself, replaced atomically). The networks' genotype seeds never meet a fidelity check's.
+    offset (default): the median of (measured - predicted); affine: measured - c'_id = offset +
+    factor x (prediction - c'_id), a least-absolute-deviations line. `casprof predict` adds
+    offset + (factor - 1) x (prediction - c'_id) to every latency prediction. Writes the calibrated
+    profile to --out (default: the profile itself, replaced atomically). The networks' genotype
+    seeds never meet a fidelity check's.
     """
     from casprof.calibration import CalibrationSettings, run_calibration
     from casprof.fidelity import check_can_measure
