@@ -22,6 +22,12 @@ With ``--refit offset|affine`` the profile's calibration is fitted again, in tha
 calibration networks (as ``casprof calibrate --form`` would have fitted them; offset: its random
 networks only): the two forms compared on the same calibration measurements and the same checks.
 
+With ``--reanchor`` the profile may be another measurement of the same machine and network (for
+example a second profile, or several pooled with ``casprof pool``): a check's anchored
+measurements (its c'_id + median of the network's paired differences with the baseline) are moved
+to the profile's c'_id, so that the comparison is of the operations' part, the baseline's own
+difference between the two measurements left out.
+
 Writes ``benchmarks/results/fidelity_rescore_<digest>[_<tag>].{md,json}``.
 """
 
@@ -65,16 +71,26 @@ def refit(profile: Profile, form: CalibrationForm) -> Profile:
     return dataclasses.replace(profile, calibration=Calibration.fit(form, nets, cal.settings, cal.baseline_now_ms))
 
 
-def rescore(profile: Profile, report: dict, scale: float | None = None) -> dict:
-    """The figures of one recorded check with ``profile``'s predictions (its offset replaced by ``scale`` if given)."""
+def reanchored(report: dict, c_id: float) -> list[dict]:
+    """The report's networks with every anchored measurement moved from the check's c'_id to ``c_id``
+    (measured = c'_id + median over rounds of (network time - baseline time around it))."""
+    shift = c_id - report["summary"]["baseline_profile_ms"]
+    keys = ("measured_ms", "first_ms", "second_ms")
+    return [n | {k: n[k] + shift for k in keys} for n in report["networks"]]
+
+
+def rescore(profile: Profile, report: dict, scale: float | None = None, reanchor: bool = False) -> dict:
+    """The figures of one recorded check with ``profile``'s predictions (its offset replaced by ``scale`` if given;
+    measurements re-anchored at its c'_id if ``reanchor``)."""
     lat = Metric.LATENCY_MS.value
     if report["profile"]["hardware_digest"] != profile.hardware.get("digest"):
         sys.exit(f"{report['created']}: measured on hardware {report['profile']['hardware_digest']}, "
                  f"not the profile's {profile.hardware.get('digest')}.")
     base = report["summary"]["baseline_profile_ms"]
-    if abs(base - profile.baseline[lat].value) > 1e-9:
-        sys.exit(f"{report['created']}: anchored at c'_id {base} ms, not the profile's {profile.baseline[lat].value} ms.")
-    nets = report["networks"]
+    if abs(base - profile.baseline[lat].value) > 1e-9 and not reanchor:
+        sys.exit(f"{report['created']}: anchored at c'_id {base} ms, not the profile's {profile.baseline[lat].value} ms "
+                 "(--reanchor moves the measurements to the profile's c'_id).")
+    nets = reanchored(report, profile.baseline[lat].value) if reanchor else report["networks"]
     if scale is not None:  # the calibration replaced by the factor on the operations' part
         bare, c_id = dataclasses.replace(profile, calibration=None), profile.baseline[lat].value
         predicted = [c_id + scale * (predict(bare, Genotype.from_dict(n["genotype"]))[lat].value - c_id) for n in nets]
@@ -104,16 +120,22 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--op-scale", action="store_true",
                         help="replace the profile's calibration offset by a proportional calibration (module docstring)")
+    parser.add_argument("--bare", action="store_true", help="predict without the profile's calibration")
+    parser.add_argument("--reanchor", action="store_true",
+                        help="score a profile with another c'_id than the checks' (another measurement of the same machine): "
+                             "the recorded anchored measurements are moved to its c'_id (module docstring)")
     parser.add_argument("--refit", type=CalibrationForm, choices=list(CalibrationForm), metavar="{offset,affine}",
                         help="fit the profile's calibration again in this form to its own networks (module docstring)")
     args = parser.parse_args()
-    if args.refit is not None and args.op_scale:
-        parser.error("--refit and --op-scale are two different replacements of the calibration; pick one.")
+    if sum((args.refit is not None, args.op_scale, args.bare)) > 1:
+        parser.error("--refit, --op-scale and --bare are different replacements of the calibration; pick one.")
     profile = Profile.load(args.profile)
+    if args.bare:
+        profile = dataclasses.replace(profile, calibration=None)
     if args.refit is not None:
         profile = refit(profile, args.refit)
     scale = op_scale(profile) if args.op_scale else None
-    rows = [rescore(profile, json.loads(p.read_text()), scale) | {"file": p.name} for p in args.reports]
+    rows = [rescore(profile, json.loads(p.read_text()), scale, args.reanchor) | {"file": p.name} for p in args.reports]
     cal = profile.calibration
     digest = profile.hardware.get("digest")
     command = "python benchmarks/fidelity_rescore.py " + " ".join(sys.argv[1:])
@@ -122,7 +144,8 @@ def main() -> None:
              f"- profile created {profile.created}; calibration"
              + ("" if args.refit is None else f" (fitted again here, {args.refit.value})") + ": "
              + ("none" if cal is None else cal.summary()),
-             "- measurements as recorded by each check (nothing re-timed); predictions from the profile above"
+             "- measurements as recorded by each check (nothing re-timed"
+             + ("; moved from the check's c'_id to this profile's" if args.reanchor else "") + "); predictions from the profile above"
              + ("" if scale is None else f", its calibration replaced by a proportional calibration of the operations' part: x {scale:.4f} "
                 "(median over its calibration networks of (measured - c'_id) / (prediction without offset - c'_id))"), "",
              "| check (created) | file | MAPE | within ±5% | Kendall τ | τ m1 vs m2 | MAPE / test-retest | mean error | SD | all-cheapest | all-most-expensive | all four met |",
@@ -139,7 +162,7 @@ def main() -> None:
     args.results.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.results / f"{stem}.json",
                       {"profile": str(args.profile), "command": command, "op_scale": scale,
-                       "refit": None if args.refit is None else args.refit.value,
+                       "refit": None if args.refit is None else args.refit.value, "reanchor": args.reanchor,
                        "calibration": None if cal is None else cal.to_dict(), "checks": rows})
     atomic_write_text(args.results / f"{stem}.md", md)
     print(md)

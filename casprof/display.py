@@ -90,6 +90,10 @@ def profile_table(profile: Profile) -> Group:
         )
     elif lat is not None:
         header.append(f"baseline c'_id: {lat.value:.3f} ms (ESTIMATE, not measured)")
+    pooled = profile.settings.get("pooled_from")
+    if pooled:
+        header.append(f"pooled (casprof pool) from {len(pooled)} profiles, {profile.settings.get('rounds')} rounds in all, "
+                      f"created {', '.join(str(s.get('created')) for s in pooled)}")
     if profile.calibration is not None:
         header.append(f"calibration: {profile.calibration.summary()}")
     for m in (Metric.PARAMS.value, Metric.MACS.value):

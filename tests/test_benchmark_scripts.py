@@ -100,3 +100,30 @@ def test_fidelity_rescore_refits_the_calibration_in_either_form(tmp_path: Path) 
                            "--results", str(tmp_path), "--refit", "affine", "--op-scale"], cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
     assert both.returncode == 2 and "pick one" in both.stderr
+
+
+def test_fidelity_rescore_reanchors_a_check_at_another_profiles_baseline(tmp_path: Path) -> None:
+    """`--reanchor --bare`: a committed check scored with the other of two back-to-back profiles (real data)."""
+    from casprof.genotype import Genotype
+    from casprof.predict import predict
+    from casprof.profile import Profile
+
+    check_path = "benchmarks/results/fidelity_cpu_onnxruntime_f86dc8a82d88c3a6_0317-profile-a.json"
+    other = "benchmarks/results/profiles/cpu-f86dc8a8-onnxruntime-20261127T0329-b.json"
+    check = json.loads((ROOT / check_path).read_text())
+    refused = subprocess.run([sys.executable, "benchmarks/fidelity_rescore.py", "--profile", other, check_path,
+                              "--results", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 1 and "--reanchor" in refused.stderr  # anchored at profile A's c'_id, not B's
+    run = subprocess.run([sys.executable, "benchmarks/fidelity_rescore.py", "--profile", other, check_path, "--reanchor",
+                          "--bare", "--tag", "b", "--results", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    report = json.loads((tmp_path / "fidelity_rescore_f86dc8a82d88c3a6_b.json").read_text())
+    assert report["reanchor"] is True and report["calibration"] is None
+    b = Profile.load(ROOT / other)
+    shift = b.baseline["latency_ms"].value - check["summary"]["baseline_profile_ms"]
+    assert abs(shift) > 1.0  # the two profiles' baselines differ, so re-anchoring moves something
+    cheapest = next(n for n in check["networks"] if n["name"] == "all-cheapest")
+    predicted = predict(b, Genotype.from_dict(cheapest["genotype"]))["latency_ms"].value
+    measured = cheapest["measured_ms"] + shift
+    (row,) = report["checks"]
+    assert row["extremes_error_pct"]["all-cheapest"] == pytest.approx(100 * (predicted - measured) / measured)

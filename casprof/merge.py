@@ -1,0 +1,143 @@
+"""Pool the raw samples of several measured profiles of one network, machine and backend.
+
+A profile keeps every sample it was computed from: per probe the paired differences
+(probe time - mean of the two baseline runs around it) and the probe's own times, and every
+baseline run. Profiles measured under the same conditions (device, hardware, backend and its
+version, precision, threads, input size, exporter, thread pool, allocator) at different times can
+therefore be pooled: each cost becomes the median of all the profiles' paired differences, with
+its bootstrap interval, exactly as if the rounds had been measured in one run. Pooling runs made
+at different hours of the day averages the machine's slow changes of speed into the costs instead
+of freezing one hour's state into them, and narrows every interval by about the square root of the
+number of runs.
+
+What may differ between the sources: the number of rounds, sweeps and instances, the seeds and the
+warm-up (how much was measured, not what). A calibration is not carried over: it was fitted to one
+source's predictions, which pooling changes; ``casprof calibrate`` fits one for the pooled profile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from casprof import __version__
+from casprof.compare import condition_differences
+from casprof.edge_model import CellEdgeModel, EdgeModel
+from casprof.errors import UserInputError
+from casprof.profile import CostValue, Method, Profile
+from casprof.stats import Measurement
+
+#: Settings that say how much was measured, not under which conditions; sources may differ in them.
+AMOUNT_SETTINGS = ("rounds", "sweeps", "instances", "baseline_instances", "warmup_iters", "warmup_passes", "seed")
+
+
+def _pooled(values: Sequence[CostValue], where: str) -> CostValue:
+    """One cost from the same cost of every source: samples concatenated, or the shared exact value."""
+    first = values[0]
+    if first.measurement is None:
+        if any(v.measurement is not None or v.value != first.value for v in values[1:]):
+            raise UserInputError(f"The profiles disagree on the exact value of {where}, so they are not of one network.")
+        return first
+    if any(v.measurement is None for v in values[1:]):
+        raise UserInputError(f"{where} is measured in one profile and not in another.")
+    diff = Measurement(tuple(s for v in values for s in v.measurement.samples), first.measurement.unit)  # type: ignore[union-attr]
+    absolute = None
+    if all(v.absolute is not None for v in values):
+        absolute = Measurement(tuple(s for v in values for s in v.absolute.samples), first.absolute.unit)  # type: ignore[union-attr]
+    return CostValue.measured(diff, absolute)
+
+
+def _pooled_metrics(sources: Sequence[Mapping[str, CostValue]], where: str) -> dict[str, CostValue]:
+    return {m: _pooled([s[m] for s in sources], f"{where} ({m})") for m in sources[0]}
+
+
+def _pooled_edge_model(profiles: Sequence[Profile]) -> EdgeModel | None:
+    models = [p.edge_model for p in profiles]
+    if all(m is None for m in models):
+        return None
+    if any(m is None for m in models) or len({tuple(sorted(m.cells)) for m in models}) != 1:  # type: ignore[union-attr]
+        raise UserInputError("The profiles do not all measure the same per-edge model (one is an older schema-1 profile).")
+    cells = {}
+    for t, first in models[0].cells.items():  # type: ignore[union-attr]
+        same = [m.cells[t] for m in models]  # type: ignore[union-attr]
+        if len({tuple(sorted(c.input_edges)) for c in same}) != 1:
+            raise UserInputError(f"The profiles' edge models of the {t} cell measure different input-edge probes.")
+        cells[t] = CellEdgeModel(
+            inputs_only=_pooled_metrics([c.inputs_only for c in same], f"{t}/identity@inputs_only"),
+            rest_on_input0=_pooled_metrics([c.rest_on_input0 for c in same], f"{t}/identity@rest_on_input0"),
+            rest_on_input1=_pooled_metrics([c.rest_on_input1 for c in same], f"{t}/identity@rest_on_input1"),
+            input_edges={op: _pooled_metrics([c.input_edges[op] for c in same], f"{t}/{op}@input_edges")
+                         for op in first.input_edges},
+        )
+    return EdgeModel(cells)
+
+
+def _noise_warnings(baseline: Mapping[str, CostValue], costs: Mapping[str, Mapping[str, Mapping[str, CostValue]]],
+                    edge_model: EdgeModel | None) -> tuple[str, ...]:
+    """The noise warnings of every pooled latency measurement, keyed like ``casprof measure``'s."""
+    named: list[tuple[str, CostValue]] = [(f"{t}/{op}", ms["latency_ms"]) for t, ops in costs.items() for op, ms in ops.items()]
+    if edge_model is not None:
+        for t, c in edge_model.cells.items():
+            named += [(f"{t}/identity@inputs_only", c.inputs_only["latency_ms"]),
+                      (f"{t}/identity@rest_on_input0", c.rest_on_input0["latency_ms"]),
+                      (f"{t}/identity@rest_on_input1", c.rest_on_input1["latency_ms"])]
+            named += [(f"{t}/{op}@input_edges", ms["latency_ms"]) for op, ms in c.input_edges.items()]
+    notes = [(k, v.measurement.noise_warning()) for k, v in named if v.measurement is not None]
+    return tuple(f"{k}: {n}" for k, n in notes if n)
+
+
+def _source_record(p: Profile) -> dict[str, Any]:
+    return {"created": p.created, "tool_version": p.tool_version, **{k: p.settings.get(k) for k in AMOUNT_SETTINGS},
+            "baseline_latency_ms": p.baseline["latency_ms"].value, "calibrated": p.calibration is not None,
+            **({"pooled_from": p.settings["pooled_from"]} if "pooled_from" in p.settings else {})}
+
+
+def merge_profiles(profiles: Sequence[Profile]) -> Profile:
+    """The profile of all ``profiles``' samples pooled (see the module docstring).
+
+    Raises:
+        UserInputError: fewer than two profiles, an estimated one, or sources that differ in a
+            measurement condition, the network or the metrics (the sentence names what differs).
+    """
+    if len(profiles) < 2:
+        raise UserInputError(f"Pooling needs at least two profiles, got {len(profiles)}.")
+    estimated = [i + 1 for i, p in enumerate(profiles) if p.method is not Method.MEASURED]
+    if estimated:
+        raise UserInputError(f"Profile {estimated[0]} is an estimate; only measured profiles have samples to pool.")
+    first = profiles[0]
+    amount = set(AMOUNT_SETTINGS)
+    for i, p in enumerate(profiles[1:], start=2):
+        differences = [d for d in condition_differences(first, p) if d.split(":", 1)[0] not in amount]
+        if first.fingerprint != p.fingerprint:
+            differences.insert(0, f"network: {first.fingerprint} → {p.fingerprint}")
+        if differences:
+            raise UserInputError(f"Profile {i} was not measured under the conditions of profile 1 ({'; '.join(differences)}).")
+        for j, q in enumerate(profiles[: i - 1], start=1):
+            if q.baseline["latency_ms"].measurement == p.baseline["latency_ms"].measurement:
+                raise UserInputError(f"Profiles {j} and {i} are the same measurement (created {p.created}); pooling it twice "
+                                     "would count its samples twice.")
+        if p.metrics != first.metrics:
+            raise UserInputError(f"Profile {i} has the metrics {', '.join(p.metrics)}, profile 1 {', '.join(first.metrics)}.")
+    baseline = _pooled_metrics([p.baseline for p in profiles], "the baseline c'_id")
+    costs = {
+        t: {op: _pooled_metrics([p.costs[t][op] for p in profiles], f"{t}/{op}") for op in ops}
+        for t, ops in first.costs.items()
+    }
+    edge_model = _pooled_edge_model(profiles)
+    # Profile 1's settings, with the rounds of all sources; each source's own amounts in pooled_from.
+    settings = {k: v for k, v in first.settings.items() if k != "phase_seconds"}
+    settings["rounds"] = sum(int(p.settings.get("rounds") or 0) for p in profiles)
+    settings["pooled_from"] = [_source_record(p) for p in profiles]
+    return dataclasses.replace(
+        first,
+        baseline=baseline,
+        costs=costs,
+        edge_model=edge_model,
+        calibration=None,
+        settings=settings,
+        created=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        tool_version=__version__,
+        warnings=_noise_warnings(baseline, costs, edge_model),
+    )
