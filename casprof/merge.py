@@ -18,7 +18,7 @@ source's predictions, which pooling changes; ``casprof calibrate`` fits one for 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -26,7 +26,8 @@ from casprof import __version__
 from casprof.compare import condition_differences
 from casprof.edge_model import CellEdgeModel, EdgeModel
 from casprof.errors import UserInputError
-from casprof.profile import CostValue, Method, Profile
+from casprof.probes import Probe, Variant
+from casprof.profile import CostValue, Method, Metric, Profile
 from casprof.stats import Measurement
 
 #: Settings that say how much was measured, not under which conditions; sources may differ in them.
@@ -49,11 +50,11 @@ def _pooled(values: Sequence[CostValue], where: str) -> CostValue:
     return CostValue.measured(diff, absolute)
 
 
-def _pooled_metrics(sources: Sequence[Mapping[str, CostValue]], where: str) -> dict[str, CostValue]:
-    return {m: _pooled([s[m] for s in sources], f"{where} ({m})") for m in sources[0]}
+#: Pools one probe's costs from every source (all its metrics), keyed like ``casprof measure``'s probes.
+PoolProbe = Callable[[Sequence[Mapping[str, CostValue]], str], dict[str, CostValue]]
 
 
-def _pooled_edge_model(profiles: Sequence[Profile]) -> EdgeModel | None:
+def _pooled_edge_model(profiles: Sequence[Profile], pool: PoolProbe) -> EdgeModel | None:
     models = [p.edge_model for p in profiles]
     if all(m is None for m in models):
         return None
@@ -65,27 +66,13 @@ def _pooled_edge_model(profiles: Sequence[Profile]) -> EdgeModel | None:
         if len({tuple(sorted(c.input_edges)) for c in same}) != 1:
             raise UserInputError(f"The profiles' edge models of the {t} cell measure different input-edge probes.")
         cells[t] = CellEdgeModel(
-            inputs_only=_pooled_metrics([c.inputs_only for c in same], f"{t}/identity@inputs_only"),
-            rest_on_input0=_pooled_metrics([c.rest_on_input0 for c in same], f"{t}/identity@rest_on_input0"),
-            rest_on_input1=_pooled_metrics([c.rest_on_input1 for c in same], f"{t}/identity@rest_on_input1"),
-            input_edges={op: _pooled_metrics([c.input_edges[op] for c in same], f"{t}/{op}@input_edges")
+            inputs_only=pool([c.inputs_only for c in same], Probe(t, "identity", Variant.INPUTS_ONLY).key),
+            rest_on_input0=pool([c.rest_on_input0 for c in same], Probe(t, "identity", Variant.REST_ON_INPUT0).key),
+            rest_on_input1=pool([c.rest_on_input1 for c in same], Probe(t, "identity", Variant.REST_ON_INPUT1).key),
+            input_edges={op: pool([c.input_edges[op] for c in same], Probe(t, op, Variant.INPUT_EDGES).key)
                          for op in first.input_edges},
         )
     return EdgeModel(cells)
-
-
-def _noise_warnings(baseline: Mapping[str, CostValue], costs: Mapping[str, Mapping[str, Mapping[str, CostValue]]],
-                    edge_model: EdgeModel | None) -> tuple[str, ...]:
-    """The noise warnings of every pooled latency measurement, keyed like ``casprof measure``'s."""
-    named: list[tuple[str, CostValue]] = [(f"{t}/{op}", ms["latency_ms"]) for t, ops in costs.items() for op, ms in ops.items()]
-    if edge_model is not None:
-        for t, c in edge_model.cells.items():
-            named += [(f"{t}/identity@inputs_only", c.inputs_only["latency_ms"]),
-                      (f"{t}/identity@rest_on_input0", c.rest_on_input0["latency_ms"]),
-                      (f"{t}/identity@rest_on_input1", c.rest_on_input1["latency_ms"])]
-            named += [(f"{t}/{op}@input_edges", ms["latency_ms"]) for op, ms in c.input_edges.items()]
-    notes = [(k, v.measurement.noise_warning()) for k, v in named if v.measurement is not None]
-    return tuple(f"{k}: {n}" for k, n in notes if n)
 
 
 def _source_record(p: Profile) -> dict[str, Any]:
@@ -120,12 +107,20 @@ def merge_profiles(profiles: Sequence[Profile]) -> Profile:
                                      "would count its samples twice.")
         if p.metrics != first.metrics:
             raise UserInputError(f"Profile {i} has the metrics {', '.join(p.metrics)}, profile 1 {', '.join(first.metrics)}.")
-    baseline = _pooled_metrics([p.baseline for p in profiles], "the baseline c'_id")
-    costs = {
-        t: {op: _pooled_metrics([p.costs[t][op] for p in profiles], f"{t}/{op}") for op in ops}
-        for t, ops in first.costs.items()
-    }
-    edge_model = _pooled_edge_model(profiles)
+    warnings: list[str] = []
+
+    def pool(sources: Sequence[Mapping[str, CostValue]], key: str) -> dict[str, CostValue]:
+        """One probe's metrics pooled; its noise warning recorded as ``casprof measure`` records it."""
+        pooled = {m: _pooled([s[m] for s in sources], f"{key} ({m})") for m in sources[0]}
+        latency = pooled[Metric.LATENCY_MS.value].measurement
+        note = latency.noise_warning() if latency is not None else None
+        if note:
+            warnings.append(f"{key}: {note}")
+        return pooled
+
+    baseline = {m: _pooled([p.baseline[m] for p in profiles], f"the baseline c'_id ({m})") for m in first.metrics}
+    costs = {t: {op: pool([p.costs[t][op] for p in profiles], Probe(t, op).key) for op in ops} for t, ops in first.costs.items()}
+    edge_model = _pooled_edge_model(profiles, pool)
     # Profile 1's settings, with the rounds of all sources; each source's own amounts in pooled_from.
     settings = {k: v for k, v in first.settings.items() if k != "phase_seconds"}
     settings["rounds"] = sum(int(p.settings.get("rounds") or 0) for p in profiles)
@@ -139,5 +134,5 @@ def merge_profiles(profiles: Sequence[Profile]) -> Profile:
         settings=settings,
         created=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         tool_version=__version__,
-        warnings=_noise_warnings(baseline, costs, edge_model),
+        warnings=tuple(warnings),
     )
