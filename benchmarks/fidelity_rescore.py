@@ -28,6 +28,19 @@ measurements (its c'_id + median of the network's paired differences with the ba
 to the profile's c'_id, so that the comparison is of the operations' part, the baseline's own
 difference between the two measurements left out.
 
+With ``--pool-checks`` the recorded checks (at least two, of the same networks: same genotypes in the
+same order, same machine) are also scored as one: every network's paired differences of all the
+checks together (median over all their rounds; per instance for the two test-retest halves),
+anchored at the first check's c'_id. A check's own noise then shrinks as if it had run all those
+rounds, so what is left of the error is the profile's (its model, or the hour it was measured at).
+
+With ``--ratio-anchor`` every run is anchored as a ratio instead of a difference: measured = the
+profile's c'_id x median over runs of (network time / mean of the two baseline runs around it). The
+difference (``casprof fidelity``'s measure, as the profile measures c_o) assumes that a change of the
+machine's speed since the profile touched the baseline network's part only; the ratio assumes it
+scaled every part alike (the operations too). Which one fits tells what kind of drift a machine has;
+an analysis, not what ``casprof fidelity`` reports.
+
 Writes ``benchmarks/results/fidelity_rescore_<digest>[_<tag>].{md,json}``.
 """
 
@@ -39,6 +52,8 @@ import json
 import statistics
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from casprof._io import atomic_write_json, atomic_write_text
 from casprof.calibration import Calibration, CalibrationForm, NetworkKind
@@ -79,18 +94,72 @@ def reanchored(report: dict, c_id: float) -> list[dict]:
     return [n | {k: n[k] + shift for k in keys} for n in report["networks"]]
 
 
-def rescore(profile: Profile, report: dict, scale: float | None = None, reanchor: bool = False) -> dict:
+def _pairs(times: list[list[float]], brackets: list[list[float]]) -> list[tuple[float, float]]:
+    return [(t, b) for ts, bs in zip(times, brackets) for t, b in zip(ts, bs)]
+
+
+def anchored(net: dict, c_id: float, ratio: bool = False) -> dict:
+    """``net``'s measurements from its per-run samples, anchored at ``c_id``: c'_id + median of (time - bracket),
+    or with ``ratio`` c'_id x median of (time / bracket); all runs, and each instance for the two halves."""
+    def one(times: list[list[float]], brackets: list[list[float]]) -> float:
+        pairs = _pairs(times, brackets)
+        if ratio:
+            return c_id * float(np.median([t / b for t, b in pairs]))
+        return c_id + float(np.median([t - b for t, b in pairs]))
+
+    times, brackets = net["samples_ms"], net["brackets_ms"]
+    return net | {"measured_ms": one(times, brackets), "first_ms": one(times[:1], brackets[:1]),
+                  "second_ms": one(times[1:2], brackets[1:2])}
+
+
+def pooled_check(reports: list[dict], names: list[str]) -> dict:
+    """One recorded check from several of the same networks: per network, the paired differences of all
+    the checks pooled (median over all their rounds; instance i of every check for half i), anchored at
+    the first check's c'_id. An extreme network whose genotype differs between the checks (each check
+    picks the cheapest and dearest operations from its own profile) is left out and listed under
+    ``left_out``. Exits with one sentence when the checks are not of the same random networks."""
+    first = reports[0]
+    for report, name in zip(reports[1:], names[1:]):
+        if report["profile"]["hardware_digest"] != first["profile"]["hardware_digest"]:
+            sys.exit(f"{name} was measured on hardware {report['profile']['hardware_digest']}, {names[0]} on "
+                     f"{first['profile']['hardware_digest']}; only checks of one machine can be pooled.")
+        randoms = [[(n["name"], n["genotype"]) for n in r["networks"] if not n["name"].startswith("all-")] for r in (first, report)]
+        if randoms[0] != randoms[1]:
+            sys.exit(f"{name} measured other random networks than {names[0]}; only checks of the same genotypes "
+                     "(same --samples, --seed and network) can be pooled.")
+    for report, name in zip(reports, names):
+        if any("samples_ms" not in n or "brackets_ms" not in n for n in report["networks"]):
+            sys.exit(f"{name} keeps no per-run samples; it cannot be pooled.")
+    base = first["summary"]["baseline_profile_ms"]
+    by_name = [{n["name"]: n for n in r["networks"]} for r in reports]
+    networks, left_out = [], []
+    for net in first["networks"]:
+        runs = [nets.get(net["name"]) for nets in by_name]
+        if any(n is None or n["genotype"] != net["genotype"] for n in runs):
+            left_out.append(net["name"])
+            continue
+        per_instance = {key: [[x for n in runs for x in n[key][h]] for h in (0, 1)] for key in ("samples_ms", "brackets_ms")}
+        networks.append(anchored({"name": net["name"], "genotype": net["genotype"], **per_instance}, base))
+    return {"created": " + ".join(r["created"] for r in reports), "profile_path": first["profile_path"],
+            "profile": first["profile"], "summary": {"baseline_profile_ms": base}, "networks": networks,
+            "left_out": left_out}
+
+
+def rescore(profile: Profile, report: dict, scale: float | None = None, reanchor: bool = False, ratio: bool = False) -> dict:
     """The figures of one recorded check with ``profile``'s predictions (its offset replaced by ``scale`` if given;
-    measurements re-anchored at its c'_id if ``reanchor``)."""
+    measurements re-anchored at its c'_id if ``reanchor``, or as ratios to the bracketing baseline runs if ``ratio``)."""
     lat = Metric.LATENCY_MS.value
     if report["profile"]["hardware_digest"] != profile.hardware.get("digest"):
         sys.exit(f"{report['created']}: measured on hardware {report['profile']['hardware_digest']}, "
                  f"not the profile's {profile.hardware.get('digest')}.")
     base = report["summary"]["baseline_profile_ms"]
-    if abs(base - profile.baseline[lat].value) > 1e-9 and not reanchor:
+    if abs(base - profile.baseline[lat].value) > 1e-9 and not (reanchor or ratio):
         sys.exit(f"{report['created']}: anchored at c'_id {base} ms, not the profile's {profile.baseline[lat].value} ms "
                  "(--reanchor moves the measurements to the profile's c'_id).")
-    nets = reanchored(report, profile.baseline[lat].value) if reanchor else report["networks"]
+    if ratio:
+        nets = [anchored(n, profile.baseline[lat].value, ratio=True) for n in report["networks"]]
+    else:
+        nets = reanchored(report, profile.baseline[lat].value) if reanchor else report["networks"]
     if scale is not None:  # the calibration replaced by the factor on the operations' part
         bare, c_id = dataclasses.replace(profile, calibration=None), profile.baseline[lat].value
         predicted = [c_id + scale * (predict(bare, Genotype.from_dict(n["genotype"]))[lat].value - c_id) for n in nets]
@@ -124,6 +193,10 @@ def main() -> None:
     parser.add_argument("--reanchor", action="store_true",
                         help="score a profile with another c'_id than the checks' (another measurement of the same machine): "
                              "the recorded anchored measurements are moved to its c'_id (module docstring)")
+    parser.add_argument("--ratio-anchor", action="store_true",
+                        help="anchor every run as a ratio to its bracketing baseline runs, at the profile's c'_id (module docstring)")
+    parser.add_argument("--pool-checks", action="store_true",
+                        help="also score the checks pooled into one (same networks; module docstring)")
     parser.add_argument("--refit", type=CalibrationForm, choices=list(CalibrationForm), metavar="{offset,affine}",
                         help="fit the profile's calibration again in this form to its own networks (module docstring)")
     args = parser.parse_args()
@@ -135,7 +208,16 @@ def main() -> None:
     if args.refit is not None:
         profile = refit(profile, args.refit)
     scale = op_scale(profile) if args.op_scale else None
-    rows = [rescore(profile, json.loads(p.read_text()), scale, args.reanchor) | {"file": p.name} for p in args.reports]
+    reports = [json.loads(p.read_text()) for p in args.reports]
+    if args.pool_checks and len(reports) < 2:
+        parser.error("--pool-checks needs at least two recorded checks.")
+    pooled = pooled_check(reports, [p.name for p in args.reports]) if args.pool_checks else None  # refused before any scoring
+    rows = [rescore(profile, r, scale, args.reanchor, args.ratio_anchor) | {"file": p.name} for p, r in zip(args.reports, reports)]
+    if pooled is not None:
+        rounds = statistics.median(len(n["samples_ms"][0]) + len(n["samples_ms"][1]) for n in pooled["networks"])
+        rows.append(rescore(profile, pooled, scale, args.reanchor, args.ratio_anchor)
+                    | {"file": f"{len(reports)} checks pooled ({rounds:.0f} runs per network)", "pooled": True,
+                       "left_out": pooled["left_out"]})
     cal = profile.calibration
     digest = profile.hardware.get("digest")
     command = "python benchmarks/fidelity_rescore.py " + " ".join(sys.argv[1:])
@@ -145,7 +227,9 @@ def main() -> None:
              + ("" if args.refit is None else f" (fitted again here, {args.refit.value})") + ": "
              + ("none" if cal is None else cal.summary()),
              "- measurements as recorded by each check (nothing re-timed"
-             + ("; moved from the check's c'_id to this profile's" if args.reanchor else "") + "); predictions from the profile above"
+             + ("; moved from the check's c'_id to this profile's" if args.reanchor and not args.ratio_anchor else "")
+             + ("; anchored again as ratios: this profile's c'_id x median over runs of (network time / mean of the two "
+                "baseline runs around it)" if args.ratio_anchor else "") + "); predictions from the profile above"
              + ("" if scale is None else f", its calibration replaced by a proportional calibration of the operations' part: x {scale:.4f} "
                 "(median over its calibration networks of (measured - c'_id) / (prediction without offset - c'_id))"), "",
              "| check (created) | file | MAPE | within ±5% | Kendall τ | τ m1 vs m2 | MAPE / test-retest | mean error | SD | all-cheapest | all-most-expensive | all four met |",
@@ -157,12 +241,17 @@ def main() -> None:
         lines.append(f"| {r['check_created']} | `{r['file']}` | {a['mape']:.2f}% | {a['within_5']:.0%} | {a['kendall_tau']:.3f} | "
                      f"{retest_tau} | {ratio} | {a['bias']:+.2f}% | {a['spread']:.2f}% | {_pct(r, 'all-cheapest')} | "
                      f"{_pct(r, 'all-most-expensive')} | {'yes' if all(t['met'] for t in r['targets']) else 'no'} |")
+    for r in rows:
+        if r.get("pooled"):
+            lines += ["", f"Pooled row: every network's paired differences of the {len(reports)} checks together, anchored at the first "
+                      f"check's c'_id{' and moved to the profile' + chr(39) + 's' if args.reanchor else ''}; m1, m2 = instance 1, 2 of every check."
+                      + (f" Left out (genotype differs between the checks): {', '.join(r['left_out'])}." if r["left_out"] else "")]
     md = "\n".join(lines) + "\n"
     stem = f"fidelity_rescore_{digest}" + (f"_{args.tag}" if args.tag else "")
     args.results.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.results / f"{stem}.json",
                       {"profile": str(args.profile), "command": command, "op_scale": scale,
-                       "refit": None if args.refit is None else args.refit.value, "reanchor": args.reanchor,
+                       "refit": None if args.refit is None else args.refit.value, "reanchor": args.reanchor, "ratio_anchor": args.ratio_anchor,
                        "calibration": None if cal is None else cal.to_dict(), "checks": rows})
     atomic_write_text(args.results / f"{stem}.md", md)
     print(md)

@@ -127,3 +127,73 @@ def test_fidelity_rescore_reanchors_a_check_at_another_profiles_baseline(tmp_pat
     measured = cheapest["measured_ms"] + shift
     (row,) = report["checks"]
     assert row["extremes_error_pct"]["all-cheapest"] == pytest.approx(100 * (predicted - measured) / measured)
+
+
+def test_fidelity_rescore_pools_checks_of_the_same_networks(tmp_path: Path) -> None:
+    """`--pool-checks`: two committed checks of the same random networks scored as one (real data, nothing timed)."""
+    import numpy as np
+
+    from casprof.genotype import Genotype
+    from casprof.predict import predict
+    from casprof.profile import Profile
+
+    stem = "benchmarks/results/fidelity_cpu_onnxruntime_f86dc8a82d88c3a6"
+    paths = [f"{stem}_affine.json", f"{stem}_0317-profile-a.json"]
+    profile_path = "benchmarks/results/profiles/cpu-f86dc8a8-onnxruntime-20261127T0329-b.json"
+    checks = [json.loads((ROOT / p).read_text()) for p in paths]
+    run = subprocess.run([sys.executable, "benchmarks/fidelity_rescore.py", "--profile", profile_path, *paths, "--reanchor",
+                          "--bare", "--pool-checks", "--tag", "pool", "--results", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    report = json.loads((tmp_path / "fidelity_rescore_f86dc8a82d88c3a6_pool.json").read_text())
+    single_a, single_b, pooled = report["checks"]
+    assert pooled["pooled"] is True and "pooled" not in single_a
+    # the two checks' profiles chose different cheapest reduce operations: that network is left out, the rest kept
+    assert pooled["left_out"] == ["all-cheapest"] and pooled["networks"] == len(checks[0]["networks"]) - 1
+    # the dearest network by hand: all 48 paired differences of both checks, anchored at the first check's c'_id,
+    # then moved to the profile's
+    b = Profile.load(ROOT / profile_path)
+    nets = [next(n for n in c["networks"] if n["name"] == "all-most-expensive") for c in checks]
+    diffs = [t - k for n in nets for ts, bs in zip(n["samples_ms"], n["brackets_ms"]) for t, k in zip(ts, bs)]
+    assert len(diffs) == 48
+    measured = b.baseline["latency_ms"].value + float(np.median(diffs))
+    predicted = predict(b, Genotype.from_dict(nets[0]["genotype"]))["latency_ms"].value
+    assert pooled["extremes_error_pct"]["all-most-expensive"] == pytest.approx(100 * (predicted - measured) / measured)
+    assert pooled["extremes_error_pct"]["all-most-expensive"] != pytest.approx(single_a["extremes_error_pct"]["all-most-expensive"])
+    assert "2 checks pooled (48 runs per network)" in (tmp_path / "fidelity_rescore_f86dc8a82d88c3a6_pool.md").read_text()
+    # checks of another machine (other networks too) are refused in one sentence
+    other = "benchmarks/results/fidelity_cpu_onnxruntime_6d78dc8361ef86df.json"
+    refused = subprocess.run([sys.executable, "benchmarks/fidelity_rescore.py", "--profile", profile_path, paths[0], other,
+                              "--reanchor", "--pool-checks", "--results", str(tmp_path / "x")],
+                             cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and refused.stderr.count("\n") <= 1 and "pooled" in refused.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_fidelity_rescore_anchors_runs_as_ratios_to_their_brackets(tmp_path: Path) -> None:
+    """`--ratio-anchor`: measured = the profile's c'_id x median of (time / bracket), by hand on a committed check."""
+    import numpy as np
+
+    from casprof.profile import Profile
+
+    check_path = "benchmarks/results/fidelity_cpu_onnxruntime_f86dc8a82d88c3a6_0317-profile-a.json"
+    profile_path = "benchmarks/results/profiles/cpu-f86dc8a8-onnxruntime-20261127T0317-a.json"
+    check = json.loads((ROOT / check_path).read_text())
+    outs = {}
+    for tag, extra in (("diff", []), ("ratio", ["--ratio-anchor"])):
+        run = subprocess.run([sys.executable, "benchmarks/fidelity_rescore.py", "--profile", profile_path, check_path, "--bare",
+                              "--tag", tag, "--results", str(tmp_path), *extra], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        outs[tag] = json.loads((tmp_path / f"fidelity_rescore_f86dc8a82d88c3a6_{tag}.json").read_text())
+    c_id = Profile.load(ROOT / profile_path).baseline["latency_ms"].value
+    dear = next(n for n in check["networks"] if n["name"] == "all-most-expensive")
+    ratios = [t / b for ts, bs in zip(dear["samples_ms"], dear["brackets_ms"]) for t, b in zip(ts, bs)]
+    measured = c_id * float(np.median(ratios))
+    # the check ran with this profile, so the difference-anchored error is the recorded one and the ratio-anchored
+    # one follows from the same prediction
+    (diff,), (ratio,) = outs["diff"]["checks"], outs["ratio"]["checks"]
+    predicted = dear["measured_ms"] * (1 + diff["extremes_error_pct"]["all-most-expensive"] / 100)
+    assert check["profile"]["calibration_offset_ms"] is None and predicted == pytest.approx(dear["predicted_ms"])
+    assert ratio["extremes_error_pct"]["all-most-expensive"] == pytest.approx(100 * (predicted - measured) / measured)
+    assert abs(measured - dear["measured_ms"]) > 0.5  # the two anchorings differ on this noisy VM
+    assert outs["ratio"]["ratio_anchor"] is True and "ratios" in (tmp_path / "fidelity_rescore_f86dc8a82d88c3a6_ratio.md").read_text()
