@@ -53,10 +53,9 @@ import statistics
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from casprof._io import atomic_write_json, atomic_write_text
 from casprof.calibration import Calibration, CalibrationForm, NetworkKind
+from casprof.fidelity import anchored_ms, ratio_anchored_ms
 from casprof.fidelity_metrics import agreement, retest_error, retest_kendall_tau
 from casprof.genotype import Genotype
 from casprof.predict import predict
@@ -94,22 +93,13 @@ def reanchored(report: dict, c_id: float) -> list[dict]:
     return [n | {k: n[k] + shift for k in keys} for n in report["networks"]]
 
 
-def _pairs(times: list[list[float]], brackets: list[list[float]]) -> list[tuple[float, float]]:
-    return [(t, b) for ts, bs in zip(times, brackets) for t, b in zip(ts, bs)]
-
-
 def anchored(net: dict, c_id: float, ratio: bool = False) -> dict:
-    """``net``'s measurements from its per-run samples, anchored at ``c_id``: c'_id + median of (time - bracket),
-    or with ``ratio`` c'_id x median of (time / bracket); all runs, and each instance for the two halves."""
-    def one(times: list[list[float]], brackets: list[list[float]]) -> float:
-        pairs = _pairs(times, brackets)
-        if ratio:
-            return c_id * float(np.median([t / b for t, b in pairs]))
-        return c_id + float(np.median([t - b for t, b in pairs]))
-
+    """``net``'s measurements from its per-run samples, anchored at ``c_id`` as ``casprof fidelity`` anchors them
+    (difference, or with ``ratio`` its ratio-anchored diagnostic); all runs, and each instance for the two halves."""
+    one = ratio_anchored_ms if ratio else anchored_ms
     times, brackets = net["samples_ms"], net["brackets_ms"]
-    return net | {"measured_ms": one(times, brackets), "first_ms": one(times[:1], brackets[:1]),
-                  "second_ms": one(times[1:2], brackets[1:2])}
+    return net | {"measured_ms": one(c_id, times, brackets), "first_ms": one(c_id, times[:1], brackets[:1]),
+                  "second_ms": one(c_id, times[1:2], brackets[1:2])}
 
 
 def pooled_check(reports: list[dict], names: list[str]) -> dict:

@@ -18,7 +18,11 @@ profile and the check, or between blocks of the check, cancels (measured on the 
 machine: one block of 8 networks ran 7-15 % slower than the same networks in an earlier check,
 which made the raw comparison a measurement of the machine, not of the profile). That change is
 reported on its own: the baseline's median now against c'_id, and the raw comparison (median of
-the absolute times) beside the anchored one. The medians of the two instances are two
+the absolute times) beside the anchored one, and a *ratio-anchored* comparison: c'_id x the median
+of (time / bracket mean), as if the speed change had scaled every part of the network alike (the
+operations too), where the anchored measure assumes it touched the baseline's part only. Which
+of the two fits better tells what kind of drift the machine has (on the Intel VM: PyTorch eager's
+operations followed the baseline, ONNX Runtime's did not). The medians of the two instances are two
 independent measurements m1, m2 of a network (their disagreement is the test-retest error).
 
 MACs and parameter counts are compared beside the profile, each fitted linearly to the
@@ -198,6 +202,7 @@ class NetworkResult:
     raw_second_ms: float | None = None
     structure_now_ms: float | None = None
     uncalibrated_ms: float | None = None
+    ratio_ms: float | None = None
 
     @property
     def error_pct(self) -> float:
@@ -214,6 +219,7 @@ class NetworkResult:
             "raw_ms": self.raw_ms,
             "raw_first_ms": self.raw_first_ms,
             "raw_second_ms": self.raw_second_ms,
+            "ratio_anchored_ms": self.ratio_ms,
             "macs": self.macs,
             "params": self.params,
             "uniform_share_predicted_ms": self.uniform_ms,
@@ -228,6 +234,13 @@ class NetworkResult:
 def anchored_ms(baseline_ms: float, times: Sequence[Sequence[float]], brackets: Sequence[Sequence[float]]) -> float:
     """c'_id of the profile + the median over all runs (every instance) of (time - bracket mean)."""
     return baseline_ms + float(np.median([t - b for ts, bs in zip(times, brackets) for t, b in zip(ts, bs)]))
+
+
+def ratio_anchored_ms(baseline_ms: float, times: Sequence[Sequence[float]], brackets: Sequence[Sequence[float]]) -> float:
+    """c'_id of the profile x the median over all runs of (time / bracket mean): anchored as if a change of the
+    machine's speed since the profile had scaled every part of the network alike (a diagnostic beside
+    :func:`anchored_ms`, which assumes it touched the baseline's part only)."""
+    return baseline_ms * float(np.median([t / b for ts, bs in zip(times, brackets) for t, b in zip(ts, bs)]))
 
 
 def network_result(candidate: Candidate, predicted: float, uniform: float | None, baseline_ms: float,
@@ -247,6 +260,7 @@ def network_result(candidate: Candidate, predicted: float, uniform: float | None
         raw_ms=float(np.median(first + second)),
         raw_first_ms=float(np.median(first)),
         raw_second_ms=float(np.median(second)),
+        ratio_ms=ratio_anchored_ms(baseline_ms, times, brackets),
         macs=exact[0],
         params=exact[1],
     )
@@ -270,6 +284,7 @@ class FidelityReport:
     uniform_agreement: Agreement | None = None
     raw_agreement: Agreement | None = None
     raw_retest_pct: float | None = None
+    ratio_agreement: Agreement | None = None
     baseline_profile_ms: float | None = None
     baseline_now_ms: float | None = None
     structure: tuple[StructureTerm, ...] = ()
@@ -315,6 +330,7 @@ class FidelityReport:
                 "mape_to_test_retest": self.mape_to_retest,
                 "test_retest_kendall_tau": self.retest_tau,
                 "raw": None if self.raw_agreement is None else {**self.raw_agreement.to_dict(), "test_retest_pct": self.raw_retest_pct},
+                "ratio_anchored": None if self.ratio_agreement is None else self.ratio_agreement.to_dict(),
                 "baseline_profile_ms": self.baseline_profile_ms,
                 "baseline_now_ms": self.baseline_now_ms,
                 "baseline_drift_pct": self.baseline_drift_pct,
@@ -569,6 +585,8 @@ def summarize(profile: Profile, results: Sequence[NetworkResult], settings: Fide
         else agreement([r.uniform_ms for r in results], measured),  # type: ignore[misc]
         raw_agreement=None if has_no_raw else agreement([r.predicted_ms for r in results], [r.raw_ms for r in results]),  # type: ignore[misc]
         raw_retest_pct=None if has_no_raw else retest_error([r.raw_first_ms for r in results], [r.raw_second_ms for r in results]),  # type: ignore[misc]
+        ratio_agreement=None if any(r.ratio_ms is None for r in results)
+        else agreement([r.predicted_ms for r in results], [r.ratio_ms for r in results]),  # type: ignore[misc]
         baseline_profile_ms=profile.baseline[Metric.LATENCY_MS.value].value,
         baseline_now_ms=baseline_now_ms,
         structure=structure,

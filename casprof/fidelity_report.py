@@ -111,8 +111,13 @@ def report_markdown(report: FidelityReport) -> str:
            _HEAD,
            _RULE,
            _row("profile vs raw times", report.raw_agreement),
+           *([_row("profile vs ratio-anchored times", report.ratio_agreement)] if report.ratio_agreement is not None else []),
            "",
-           f"Raw test-retest error: {report.raw_retest_pct:.2f}%."]
+           f"Raw test-retest error: {report.raw_retest_pct:.2f}%."
+           + (" Ratio-anchored: c'_id × median of (time / mean of the two baseline runs around it), as if the machine's "
+              "speed change since the profile had scaled the operations as much as the baseline network (the anchored "
+              "measure assumes it did not touch them); a diagnostic of the drift's kind, not the check's measure."
+              if report.ratio_agreement is not None else "")]
           if report.raw_agreement is not None and report.raw_retest_pct is not None else []),
         *_structure_lines(report),
         "",

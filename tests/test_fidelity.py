@@ -138,7 +138,12 @@ def test_fidelity_console_script_measures_and_reports(tiny_profile_path: Path, t
         diffs = [t - b for ts, bs in zip(n["samples_ms"], n["brackets_ms"]) for t, b in zip(ts, bs)]
         assert math.isclose(n["measured_ms"], report["summary"]["baseline_profile_ms"] + statistics.median(diffs))
         assert math.isclose(n["raw_ms"], statistics.median(n["samples_ms"][0] + n["samples_ms"][1]))
+        ratios = [t / b for ts, bs in zip(n["samples_ms"], n["brackets_ms"]) for t, b in zip(ts, bs)]
+        assert math.isclose(n["ratio_anchored_ms"], report["summary"]["baseline_profile_ms"] * statistics.median(ratios))
     s = report["summary"]
+    ratio_errors = [100 * (n["predicted_ms"] - n["ratio_anchored_ms"]) / n["ratio_anchored_ms"] for n in nets]
+    assert s["ratio_anchored"]["bias"] == pytest.approx(statistics.mean(ratio_errors))
+    assert "| profile vs ratio-anchored times |" in proc.stdout
     assert s["baseline_now_ms"] > 0 and s["raw"]["test_retest_pct"] >= 0
     assert math.isclose(s["baseline_drift_pct"], 100 * (s["baseline_now_ms"] / s["baseline_profile_ms"] - 1))
     assert "anchored" in proc.stdout and "Raw, for comparison" in proc.stdout
@@ -194,6 +199,7 @@ def test_network_result_is_anchored_at_the_profile_baseline() -> None:
                        times=([110.0, 130.0], [120.0]), brackets=([100.0, 100.0], [105.0]), exact=(1e9, 1e6))
     assert (r.first_ms, r.second_ms, r.measured_ms) == (70.0, 65.0, 65.0)  # 50 + median(10, 30); 50 + 15; 50 + median(10, 30, 15)
     assert (r.raw_first_ms, r.raw_second_ms, r.raw_ms) == (120.0, 120.0, 120.0)
+    assert r.ratio_ms == pytest.approx(50.0 * 120.0 / 105.0)  # 50 x median(1.1, 1.3, 120/105)
     assert r.error_pct == pytest.approx(100 * 5 / 65)
 
 
