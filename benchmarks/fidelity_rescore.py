@@ -233,8 +233,10 @@ def main() -> None:
                      f"{_pct(r, 'all-most-expensive')} | {'yes' if all(t['met'] for t in r['targets']) else 'no'} |")
     for r in rows:
         if r.get("pooled"):
-            lines += ["", f"Pooled row: every network's paired differences of the {len(reports)} checks together, anchored at the first "
-                      f"check's c'_id{' and moved to the profile' + chr(39) + 's' if args.reanchor else ''}; m1, m2 = instance 1, 2 of every check."
+            where = ("as ratios at the profile's c'_id" if args.ratio_anchor else
+                     "at the first check's c'_id" + (" and moved to the profile's" if args.reanchor else ""))
+            lines += ["", f"Pooled row: every network's runs of the {len(reports)} checks together, anchored {where}; "
+                      "m1, m2 = instance 1, 2 of every check."
                       + (f" Left out (genotype differs between the checks): {', '.join(r['left_out'])}." if r["left_out"] else "")]
     md = "\n".join(lines) + "\n"
     stem = f"fidelity_rescore_{digest}" + (f"_{args.tag}" if args.tag else "")
