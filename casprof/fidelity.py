@@ -22,7 +22,7 @@ the absolute times) beside the anchored one, and a *ratio-anchored* comparison: 
 of (time / bracket mean), as if the speed change had scaled every part of the network alike (the
 operations too), where the anchored measure assumes it touched the baseline's part only. Which
 of the two fits better tells what kind of drift the machine has (on the Intel VM: PyTorch eager's
-operations followed the baseline, ONNX Runtime's did not). The medians of the two instances are two
+operations followed the baseline in part, ONNX Runtime's not at all). The medians of the two instances are two
 independent measurements m1, m2 of a network (their disagreement is the test-retest error).
 
 MACs and parameter counts are compared beside the profile, each fitted linearly to the
