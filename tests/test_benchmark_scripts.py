@@ -197,3 +197,33 @@ def test_fidelity_rescore_anchors_runs_as_ratios_to_their_brackets(tmp_path: Pat
     assert ratio["extremes_error_pct"]["all-most-expensive"] == pytest.approx(100 * (predicted - measured) / measured)
     assert abs(measured - dear["measured_ms"]) > 0.5  # the two anchorings differ on this noisy VM
     assert outs["ratio"]["ratio_anchor"] is True and "ratios" in (tmp_path / "fidelity_rescore_f86dc8a82d88c3a6_ratio.md").read_text()
+
+
+def test_estimate_vs_measured_carries_over_another_machines_cpu_comparison(tmp_path: Path) -> None:
+    """A CPU profile of another machine cannot be calibrated here: its comparison from the previous results is
+    kept (with where and when it was made) while the profile is unchanged, and dropped once it differs."""
+    from casprof.hardware import detect_hardware
+
+    here = detect_hardware().digest()
+    previous = json.loads((ROOT / "benchmarks/results/estimate_vs_measured.json").read_text())
+    other = next(c for c in previous["comparisons"] if c["device"] == "cpu" and c["hardware_digest"] != here)
+    (tmp_path / "estimate_vs_measured.json").write_text(json.dumps(previous))
+
+    def run() -> dict:
+        done = subprocess.run([sys.executable, "benchmarks/estimate_vs_measured.py", "--profiles", other["profile"],
+                               "--results", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return {"stdout": done.stdout, "report": json.loads((tmp_path / "estimate_vs_measured.json").read_text())}
+
+    first = run()
+    (kept,) = first["report"]["comparisons"]
+    assert kept["rows"] == other["rows"] and kept["overall"] == other["overall"]
+    assert kept["compared_on"]["hardware_digest"] == other["hardware_digest"] != here
+    assert first["report"]["hardware_digest"] == here
+    assert "carried over" in first["stdout"] and kept["compared_on"]["hardware_digest"] in (tmp_path / "estimate_vs_measured.md").read_text()
+
+    stale = first["report"] | {"comparisons": [kept | {"profile_created": "1999-01-01T00:00:00Z"}]}
+    (tmp_path / "estimate_vs_measured.json").write_text(json.dumps(stale))
+    second = run()
+    assert second["report"]["comparisons"] == []
+    assert "no comparison made there is on record" in second["stdout"]
