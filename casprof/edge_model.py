@@ -26,6 +26,26 @@ one edge of class k using o costs ``s_k + c_o^k / E_k``, and a derived network c
 ``c'_id - sum_t sum_k E_k s_k + sum of its edges' costs``. The model is linear in the edges, so
 it predicts exact metrics (parameters, MACs) exactly; what it still ignores is a cell input that
 no edge reads (PyTorch still computes its preprocessing, an ONNX export drops it).
+
+Shared input cost (profile schema 5, reduction cells). The factorized reduces (``identity`` on a
+stride-2 edge) that read one cell input can share work: on ONNX Runtime's CPU provider the
+input's conversion out of the blocked NCHWc layout and back is done once for all of them (graph
+optimisation merges it), about 2-3 ms per reduction cell and input at 768x1536 on the 2-core
+CPUs here. Call it R_k. It is in c'_id and in every identity probe (each reads both inputs
+through factorized reduces), and it is gone from the ``input_edges`` and full probes (no
+factorized reduce left), so the linear model above spreads -R_k over the operations' input
+edges (-R_k / n each) and charges nothing when a derived cell keeps a factorized reduce beside
+operations on the same input, which is what most derived reduction cells do: such networks were
+predicted about 2 % low each. The ``mixed_inputs`` probe (one factorized reduce and n - 1 edges
+of one operation o per input) measures it: under the model below it costs
+(n - 1)/n (c_o^inputs + R_0 + R_1), so R_0 + R_1 = n/(n - 1) c_mixed - c_o^inputs(o), split evenly
+between the inputs like c_o^inputs. Then an ``identity`` edge from input k costs s_k + R_k, an
+operation's edge s_k + c_o^k / E_k + R_k / n, a full identity cell sum_k E_k s_k + sum_k R_k, and
+a derived cell with f_k > 1 factorized reduces on input k gives back R_k (f_k - 1)
+(:func:`shared_input_overlap`; the search's per-edge cost, which cannot see whether another
+edge of the same input is a factorized reduce, leaves that out). Every probe is still predicted
+exactly as measured; exact metrics have R_k = 0 (fvcore counts each factorized reduce on its own).
+Profiles without the probe (schemas 2-4) have R_k = 0, i.e. the model above.
 """
 
 from __future__ import annotations
@@ -39,6 +59,7 @@ from casprof.ops import CELL_TYPES, candidate_ops
 
 if TYPE_CHECKING:  # pragma: no cover
     from casprof.config import NetworkConfig
+    from casprof.genotype import CellGraph
     from casprof.profile import CostValue, Profile
 
 INPUT0, INPUT1, INNER = "input0", "input1", "inner"
@@ -55,6 +76,8 @@ class CellEdgeModel:
     rest_on_input0: MetricCosts
     rest_on_input1: MetricCosts
     input_edges: Mapping[str, MetricCosts] = field(default_factory=dict)
+    #: the ``mixed_inputs`` probe, keyed by its one operation (empty before schema 5)
+    mixed_inputs: Mapping[str, MetricCosts] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -64,6 +87,8 @@ class CellEdgeModel:
         }
         if self.input_edges:
             d["input_edges"] = {op: {m: v.to_dict() for m, v in ms.items()} for op, ms in self.input_edges.items()}
+        if self.mixed_inputs:
+            d["mixed_inputs"] = {op: {m: v.to_dict() for m, v in ms.items()} for op, ms in self.mixed_inputs.items()}
         return d
 
     @classmethod
@@ -85,11 +110,18 @@ class CellEdgeModel:
         unknown = sorted(set(raw_ops) - set(candidate_ops(cell_type)))
         if unknown:
             raise UserInputError(f"The profile's {where}.input_edges names unknown operation(s) {', '.join(unknown)}.")
+        raw_mixed = d.get("mixed_inputs") or {}
+        if not isinstance(raw_mixed, Mapping) or len(raw_mixed) > 1:
+            raise UserInputError(f"The profile's {where}.mixed_inputs block must be an object with one operation.")
+        for op in raw_mixed:
+            if op not in raw_ops:
+                raise UserInputError(f"The profile's {where}.mixed_inputs probe uses {op!r}, which its input_edges block does not measure.")
         return cls(
             inputs_only=costs(d["inputs_only"], "inputs_only"),
             rest_on_input0=costs(d["rest_on_input0"], "rest_on_input0"),
             rest_on_input1=costs(d["rest_on_input1"], "rest_on_input1"),
             input_edges={op: costs(v, f"input_edges.{op}") for op, v in raw_ops.items()},
+            mixed_inputs={op: costs(v, f"mixed_inputs.{op}") for op, v in raw_mixed.items()},
         )
 
 
@@ -156,16 +188,42 @@ def op_class_costs(profile: Profile, cell_type: str, op: str, metric: str) -> di
     return {INPUT0: on_inputs / 2, INPUT1: on_inputs / 2, INNER: c_o - on_inputs}
 
 
+def shared_input_costs(profile: Profile, cell_type: str, metric: str) -> dict[str, float]:
+    """R_k: the cost that the factorized reduces reading cell input k share (0 without a ``mixed_inputs`` probe)."""
+    cell = _cell(profile, cell_type)
+    if cell is None or not cell.mixed_inputs:
+        return {INPUT0: 0.0, INPUT1: 0.0}
+    ((op, mixed),) = cell.mixed_inputs.items()
+    n = profile.network.intermediate_nodes(cell_type)
+    c_inputs = cell.input_edges[op][metric].value
+    total = n / (n - 1) * mixed[metric].value - c_inputs
+    return {INPUT0: total / 2, INPUT1: total / 2}
+
+
 def structure_cost(profile: Profile, cell_type: str, metric: str) -> float:
-    """What the identity edges of a full cell of this type add to c'_id: sum_k E_k s_k."""
+    """What the identity edges of a full cell of this type add to c'_id: sum_k E_k s_k + sum_k R_k."""
     s = identity_edge_costs(profile, cell_type, metric)
     e = class_counts(profile.network.intermediate_nodes(cell_type))
-    return sum(e[k] * s[k] for k in CLASSES)
+    return sum(e[k] * s[k] for k in CLASSES) + sum(shared_input_costs(profile, cell_type, metric).values())
 
 
 def refined_edge_cost(profile: Profile, cell_type: str, op: str, metric: str, input_index: int) -> float:
-    """``s_k + c_o^k / E_k`` for the class k of the edge."""
+    """``s_k + c_o^k / E_k`` for the class k of the edge, plus on an input edge its part of R_k
+    (all of it for a factorized reduce, R_k / n for an operation)."""
     k = edge_class(input_index)
-    e = class_counts(profile.network.intermediate_nodes(cell_type))
+    n = profile.network.intermediate_nodes(cell_type)
+    e = class_counts(n)
     share = op_class_costs(profile, cell_type, op, metric)[k] / e[k] if e[k] else 0.0
-    return identity_edge_costs(profile, cell_type, metric)[k] + share
+    shared = shared_input_costs(profile, cell_type, metric).get(k, 0.0)
+    return identity_edge_costs(profile, cell_type, metric)[k] + share + (shared if op == "identity" else shared / n)
+
+
+def shared_input_overlap(profile: Profile, cell_type: str, cell: CellGraph, metric: str) -> float:
+    """-R_k (f_k - 1) summed over the inputs that ``cell``'s f_k > 1 ``identity`` edges read: the shared
+    cost that :func:`refined_edge_cost` charged to each of them is paid once."""
+    shared = shared_input_costs(profile, cell_type, metric)
+    overlap = 0.0
+    for k, index in ((INPUT0, 0), (INPUT1, 1)):
+        f = sum(1 for node in cell for op, i in node if i == index and op == "identity")
+        overlap -= shared[k] * max(f - 1, 0)
+    return overlap

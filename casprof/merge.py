@@ -65,12 +65,17 @@ def _pooled_edge_model(profiles: Sequence[Profile], pool: PoolProbe) -> EdgeMode
         same = [m.cells[t] for m in models]  # type: ignore[union-attr]
         if len({tuple(sorted(c.input_edges)) for c in same}) != 1:
             raise UserInputError(f"The profiles' edge models of the {t} cell measure different input-edge probes.")
+        if len({tuple(sorted(c.mixed_inputs)) for c in same}) != 1:
+            raise UserInputError(f"The profiles' edge models of the {t} cell differ in the mixed_inputs probe "
+                                 "(an older profile has none): pool profiles of one schema.")
         cells[t] = CellEdgeModel(
             inputs_only=pool([c.inputs_only for c in same], Probe(t, "identity", Variant.INPUTS_ONLY).key),
             rest_on_input0=pool([c.rest_on_input0 for c in same], Probe(t, "identity", Variant.REST_ON_INPUT0).key),
             rest_on_input1=pool([c.rest_on_input1 for c in same], Probe(t, "identity", Variant.REST_ON_INPUT1).key),
             input_edges={op: pool([c.input_edges[op] for c in same], Probe(t, op, Variant.INPUT_EDGES).key)
                          for op in first.input_edges},
+            mixed_inputs={op: pool([c.mixed_inputs[op] for c in same], Probe(t, op, Variant.MIXED_INPUTS).key)
+                          for op in first.mixed_inputs},
         )
     return EdgeModel(cells)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from casprof.edge_model import refined_edge_cost, structure_cost
+from casprof.edge_model import refined_edge_cost, shared_input_overlap, structure_cost
 from casprof.genotype import Genotype
 from casprof.ops import CELL_TYPES
 from casprof.profile import Metric, Profile
@@ -58,7 +58,8 @@ def edge_cost(profile: Profile, cell_type: str, op: str, metric: str, *, node: i
     The single place where the additive model turns a profile into per-edge costs: ``predict``
     and the search's cost loss both go through it. Today every edge of a cell type costs the
     uniform share c_o / E of a schema-1 profile, or, with an edge model, ``s_k + c_o^k / E_k`` for
-    the class k of the edge (see :mod:`casprof.edge_model`).
+    the class k of the edge, plus on a reduction cell's input edge its part of the input's shared
+    cost R_k (schema 5; see :mod:`casprof.edge_model`).
     """
     if not 0 <= input_index < 2 + node:
         raise ValueError(f"edge {input_index} -> node {node} does not exist")
@@ -83,6 +84,7 @@ def predict(profile: Profile, genotype: Genotype) -> dict[str, Prediction]:
                 for op, i in node
             )
             - (structure_cost(profile, t, metric) if profile.edge_model is not None else 0.0)
+            + (shared_input_overlap(profile, t, genotype.cell(t), metric) if profile.edge_model is not None else 0.0)
             for t in CELL_TYPES
         }
         base = profile.baseline[metric].value

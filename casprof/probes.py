@@ -13,6 +13,13 @@ one type has or where the operation sits, the other cell types staying full ``id
 * ``rest_on_input0`` / ``rest_on_input1``: an ``identity`` cell whose first node reads both cell
   inputs and every later node only cell input 0 (or 1), over a single edge. (Every input and
   node stays in use: an unused one would be pruned by the ONNX export and the MAC trace.)
+* ``mixed_inputs`` (reduction cells, one operation, :data:`MIXED_INPUTS_OP`): o on the input edges
+  except node 0's edge from input 0 and node 1's edge from input 1, which stay ``identity``
+  (factorized reduces), ``identity`` on the inner edges: each cell input is read both by an
+  operation and by a factorized reduce, as in most derived reduction cells. It measures a cost
+  that the factorized reduces of one input share (on ONNX Runtime's CPU provider, the input's
+  conversion out of the blocked NCHWc layout and back), which the other probes cannot tell apart
+  (see :mod:`casprof.edge_model`).
 
 The last three tell apart what an edge costs by being there (a node sum, a factorized reduce, a
 multi-scale projection) depending on whether it leaves cell input 0, cell input 1 (in the
@@ -42,6 +49,7 @@ class Variant(str, enum.Enum):
     INPUTS_ONLY = "inputs_only"
     REST_ON_INPUT0 = "rest_on_input0"
     REST_ON_INPUT1 = "rest_on_input1"
+    MIXED_INPUTS = "mixed_inputs"
 
 
 @dataclass(frozen=True, order=True)
@@ -86,6 +94,9 @@ def variant_graph(n_nodes: int, op: str, variant: Variant) -> CellGraph:
         return full_graph(n_nodes, op)
     if variant is Variant.INPUT_EDGES:
         return tuple(tuple((op if i < 2 else "identity", i) for i in range(2 + j)) for j in range(n_nodes))
+    if variant is Variant.MIXED_INPUTS:
+        kept = {(0, 0), (1, 1)}  # (node, input) edges that stay identity: one factorized reduce per input
+        return tuple(tuple(("identity" if i >= 2 or (j, i) in kept else op, i) for i in range(2 + j)) for j in range(n_nodes))
     if variant is Variant.INPUTS_ONLY:
         return tuple((("identity", 0), ("identity", 1)) for _ in range(n_nodes))
     only = 0 if variant is Variant.REST_ON_INPUT0 else 1
@@ -119,6 +130,8 @@ def measured_probes(cell_types: tuple[str, ...] = CELL_TYPES) -> list[Probe]:
 
 #: The cell type whose operations are also probed on the input edges only (stride 2 vs stride 1).
 SPLIT_CELL_TYPES: tuple[str, ...] = ("reduce",)
+#: The one operation of the ``mixed_inputs`` probe (a convolution: most derived edges are convolutions).
+MIXED_INPUTS_OP = "conv_3x3"
 
 
 def edge_model_probes(config: NetworkConfig) -> list[Probe]:
@@ -131,6 +144,7 @@ def edge_model_probes(config: NetworkConfig) -> list[Probe]:
         probes += [Probe(t, "identity", v) for v in (Variant.INPUTS_ONLY, Variant.REST_ON_INPUT0, Variant.REST_ON_INPUT1)]
         if t in SPLIT_CELL_TYPES:
             probes += [Probe(t, op, Variant.INPUT_EDGES) for op in candidate_ops(t) if op != "identity"]
+            probes.append(Probe(t, MIXED_INPUTS_OP, Variant.MIXED_INPUTS))
     return probes
 
 

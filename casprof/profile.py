@@ -33,7 +33,9 @@ if TYPE_CHECKING:  # pragma: no cover
 #: derived networks); version-1 and -2 files still load (no offset).
 #: 4 let the calibration be affine (an offset plus a factor on the operations' part, fitted with
 #: networks leaning to the cheapest and costliest operations); a version-3 block loads as an offset.
-PROFILE_SCHEMA_VERSION = 4
+#: 5 added the reduction cell's optional ``edge_model.reduce.mixed_inputs`` probe (the cost that the
+#: factorized reduces of one input share, see casprof.edge_model); older files load without it.
+PROFILE_SCHEMA_VERSION = 5
 
 
 class Metric(str, enum.Enum):

@@ -143,7 +143,7 @@ def test_affine_fit_predicts_offset_plus_factor_on_the_operations_part(calibrate
     bare, cal_profile = Profile.load(tiny_profile_path), Profile.load(calibrated_path)
     cal = cal_profile.calibration
     assert bare.calibration is None and cal is not None and cal.form is CalibrationForm.AFFINE
-    assert json.loads(calibrated_path.read_text())["schema_version"] == PROFILE_SCHEMA_VERSION == 4
+    assert json.loads(calibrated_path.read_text())["schema_version"] == PROFILE_SCHEMA_VERSION == 5
     c_id = bare.baseline["latency_ms"].value
     random_nets = [n for n in cal.networks if n.kind is NetworkKind.RANDOM]
     assert sorted(n.seed for n in random_nets) == [CALIBRATION_SEED_BASE + k for k in range(3)]
@@ -209,7 +209,7 @@ def test_a_schema_3_offset_block_still_loads_and_is_written_as_schema_4(tmp_path
     assert predict(p, g)["latency_ms"].value == pytest.approx(predict(bare, g)["latency_ms"].value + cal.offset)
     p.save(tmp_path / "again.json")
     again = json.loads((tmp_path / "again.json").read_text())
-    assert again["schema_version"] == 4 and again["calibration"]["form"] == "offset"
+    assert again["schema_version"] == PROFILE_SCHEMA_VERSION and again["calibration"]["form"] == "offset"
     assert Profile.load(tmp_path / "again.json").calibration == cal
 
 
@@ -235,7 +235,7 @@ def test_predict_show_and_check_report_the_calibration(calibrated_path: Path) ->
     shown = runner.invoke(app, ["show", str(calibrated_path)])
     assert shown.exit_code == 0 and "calibration:" in shown.output
     checked = runner.invoke(app, ["check", str(calibrated_path)])
-    assert checked.exit_code == 0 and "valid schema v4 profile" in checked.output and "calibrated: " in checked.output
+    assert checked.exit_code == 0 and f"valid schema v{PROFILE_SCHEMA_VERSION} profile" in checked.output and "calibrated: " in checked.output
 
 
 @pytest.mark.parametrize(

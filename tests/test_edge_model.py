@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import pytest
 
 from casprof.complexity import count_macs, count_params
-from casprof.genotype import random_genotype, uniform_genotype
+from casprof.edge_model import EdgeModel, shared_input_costs, shared_input_overlap, structure_cost
+from casprof.errors import UserInputError
+from casprof.genotype import Genotype, random_genotype, uniform_genotype
 from casprof.network import CASNetwork
 from casprof.predict import edge_cost, predict
-from casprof.probes import Probe, Variant, build_probe, edge_model_probes, measurement_blocks
+from casprof.probes import (MIXED_INPUTS_OP, Probe, Variant, build_probe, edge_model_probes, measured_probes, measurement_blocks,
+                            probe_graphs)
 from casprof.profile import Profile
 from tests.conftest import MINI, TINY, TINY_RES, as_schema_1
 
 
 def test_edge_model_probes_keep_every_input_and_node_in_use() -> None:
     probes = edge_model_probes(TINY)
-    assert len(probes) == 3 * 3 + 10  # three identity variants per cell type, reduce ops on input edges
+    assert len(probes) == 3 * 3 + 10 + 1  # three identity variants per cell type, reduce ops on input edges, mixed_inputs
     for probe in probes:
         net = build_probe(TINY, probe)
         cell = net.ms_cell if probe.cell_type == "ms" else next(c for c in net.cells if c.cell_type == probe.cell_type)
@@ -27,7 +32,7 @@ def test_edge_model_probes_keep_every_input_and_node_in_use() -> None:
     # the paper's probes keep their per-cell-type blocks; the edge-model probes are timed after them
     blocks = measurement_blocks(TINY)
     assert [label for label, _ in blocks] == ["normal", "reduce", "ms", "normal-edges", "reduce-edges", "ms-edges"]
-    assert [len(members) for _, members in blocks] == [10, 10, 9, 3, 13, 3]
+    assert [len(members) for _, members in blocks] == [10, 10, 9, 3, 14, 3]
 
 
 def test_exact_metrics_are_predicted_exactly(tiny_profile_path: Path) -> None:
@@ -74,4 +79,93 @@ def test_a_single_node_cell_needs_no_edge_model() -> None:
 
     one = NetworkConfig(stem_channels=(4, 4, 8), channels=4, ms_channels=4, num_classes=5, layout="NNRN", nodes=1, ms_nodes=1)
     assert edge_model_probes(one) == []
-    assert len(edge_model_probes(MINI)) == 3 * 3 + 10
+    assert len(edge_model_probes(MINI)) == 3 * 3 + 10 + 1
+
+
+def test_mixed_inputs_probe_reads_each_input_through_one_factorized_reduce_and_operations() -> None:
+    probe = Probe("reduce", MIXED_INPUTS_OP, Variant.MIXED_INPUTS)
+    assert probe in edge_model_probes(TINY) and Probe.from_key(probe.key) == probe
+    n = TINY.intermediate_nodes("reduce")
+    graph = probe_graphs(TINY, probe)["reduce"]
+    for k in (0, 1):
+        ops = [op for node in graph for op, i in node if i == k]
+        assert sorted(ops) == sorted(["identity"] + [MIXED_INPUTS_OP] * (n - 1))
+    assert all(op == "identity" for node in graph for op, i in node if i >= 2)
+    assert graph[0][0] == ("identity", 0) and graph[1][1] == ("identity", 1)
+
+
+def _cell_part(p: Profile, cell: tuple, metric: str = "latency_ms") -> float:
+    """What the model adds to c'_id for a reduction cell graph (any edges), as ``predict`` composes it."""
+    return (sum(edge_cost(p, "reduce", op, metric, node=j, input_index=i) for j, node in enumerate(cell) for op, i in node)
+            - structure_cost(p, "reduce", metric) + shared_input_overlap(p, "reduce", cell, metric))
+
+
+def test_the_shared_input_model_reproduces_every_reduction_probe(tiny_profile_path: Path) -> None:
+    """With R_k from the mixed_inputs probe, every probe of the reduction cell (full, input edges, mixed,
+    identity variants) is still predicted as it was measured, and exact metrics get R_k = 0."""
+    p = Profile.load(tiny_profile_path)
+    assert p.edge_model is not None and p.edge_model.cells["reduce"].mixed_inputs
+    for metric in ("params", "macs"):
+        assert sum(shared_input_costs(p, "reduce", metric).values()) == pytest.approx(0, abs=1e-6 * p.baseline[metric].value)
+    probes = [q for q in edge_model_probes(TINY) + measured_probes() if q.cell_type == "reduce"]
+    model = p.edge_model.cells["reduce"]
+    measured = {Variant.INPUTS_ONLY: model.inputs_only, Variant.REST_ON_INPUT0: model.rest_on_input0,
+                Variant.REST_ON_INPUT1: model.rest_on_input1}
+    for probe in probes:
+        cell = probe_graphs(TINY, probe)["reduce"]
+        if probe.variant is Variant.FULL:
+            want = p.cost("reduce", probe.op, "latency_ms").value
+        elif probe.variant is Variant.INPUT_EDGES:
+            want = model.input_edges[probe.op]["latency_ms"].value
+        elif probe.variant is Variant.MIXED_INPUTS:
+            want = model.mixed_inputs[probe.op]["latency_ms"].value
+        else:
+            want = measured[probe.variant]["latency_ms"].value
+        assert _cell_part(p, cell) == pytest.approx(want, abs=1e-9), probe.key
+
+
+def test_the_shared_input_cost_corrects_derived_cells_by_hand(tiny_profile_path: Path) -> None:
+    """Against the same profile without the mixed_inputs probe (the schema-4 model), a derived network moves by
+    sum_k R_k ([f_k >= 1] - 1 + m_k / n): f_k factorized reduces and m_k operations read input k."""
+    p = Profile.load(tiny_profile_path)
+    cells = dict(p.edge_model.cells)  # type: ignore[union-attr]
+    old = dataclasses.replace(p, edge_model=EdgeModel(cells | {"reduce": dataclasses.replace(cells["reduce"], mixed_inputs={})}))
+    r = shared_input_costs(p, "reduce", "latency_ms")
+    assert shared_input_costs(old, "reduce", "latency_ms") == {"input0": 0.0, "input1": 0.0}
+    n = TINY.intermediate_nodes("reduce")
+    seen = set()
+    for seed in range(40):
+        g = random_genotype(seed, TINY)
+        want = 0.0
+        for k, name in ((0, "input0"), (1, "input1")):
+            f = sum(1 for node in g.reduce for op, i in node if i == k and op == "identity")
+            m = sum(1 for node in g.reduce for op, i in node if i == k and op != "identity")
+            want += r[name] * ((1 if f else 0) - 1 + m / n)
+            seen.add(f)
+        moved = predict(p, g)["latency_ms"].value - predict(old, g)["latency_ms"].value
+        assert moved == pytest.approx(want, abs=1e-9), seed
+        assert predict(p, g)["params"].value == pytest.approx(predict(old, g)["params"].value, rel=1e-9)
+    assert {0, 1} <= seen  # cells with and without a factorized reduce on an input
+
+
+def test_a_mixed_inputs_probe_must_use_a_measured_input_edge_operation(tiny_profile_path: Path, tmp_path: Path) -> None:
+    raw = json.loads(tiny_profile_path.read_text())
+    block = raw["edge_model"]["reduce"]
+    block["mixed_inputs"] = {"avg_pool_3x3": block["mixed_inputs"][MIXED_INPUTS_OP]}
+    del block["input_edges"]["avg_pool_3x3"]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(raw))
+    with pytest.raises(UserInputError, match="mixed_inputs probe uses 'avg_pool_3x3'"):
+        Profile.load(bad)
+
+
+def test_profiles_without_the_mixed_inputs_probe_predict_as_before() -> None:
+    """The shipped schema-4 ONNX Runtime profile (no mixed_inputs probe) predicts what its recorded check
+    predicted with it: the shared input cost is 0 there."""
+    root = Path(__file__).resolve().parent.parent
+    p = Profile.load(root / "profiles/cpu-f86dc8a8-onnxruntime-fp32-768x1536.json")
+    assert p.read_schema_version == 4 and not p.edge_model.cells["reduce"].mixed_inputs  # type: ignore[union-attr]
+    check = json.loads((root / "benchmarks/results/fidelity_cpu_onnxruntime_f86dc8a82d88c3a6_27nov-0905.json").read_text())
+    assert check["profile_path"].endswith("cpu-f86dc8a8-onnxruntime-fp32-768x1536.json")
+    for net in check["networks"]:
+        assert predict(p, Genotype.from_dict(net["genotype"]))["latency_ms"].value == pytest.approx(net["predicted_ms"], abs=1e-9)

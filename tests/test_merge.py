@@ -17,7 +17,7 @@ from casprof.genotype import random_genotype
 from casprof.measure import iter_costs
 from casprof.merge import merge_profiles
 from casprof.predict import predict
-from casprof.profile import Profile
+from casprof.profile import PROFILE_SCHEMA_VERSION, Profile
 
 from conftest import TINY, TINY_RES
 
@@ -69,6 +69,10 @@ def test_every_cost_is_the_median_of_both_profiles_samples(tiny_profile_path: Pa
             assert got == getattr(a.edge_model.cells[t], probe)[lat].measurement.samples + getattr(b.edge_model.cells[t], probe)[lat].measurement.samples
         for op, ms in cell.input_edges.items():
             assert ms[lat].measurement.n == 7
+        for op, ms in cell.mixed_inputs.items():
+            assert ms[lat].measurement.samples == (a.edge_model.cells[t].mixed_inputs[op][lat].measurement.samples
+                                                   + b.edge_model.cells[t].mixed_inputs[op][lat].measurement.samples)
+    assert pooled.edge_model.cells["reduce"].mixed_inputs
     assert pooled.settings["rounds"] == 7
     assert [s["rounds"] for s in pooled.settings["pooled_from"]] == [3, 4]
     assert [s["seed"] for s in pooled.settings["pooled_from"]] == [0, 7]
@@ -89,7 +93,7 @@ def test_the_pooled_profile_saves_loads_and_predicts(tiny_profile_path: Path, se
     shown = runner.invoke(app, ["show", str(out)], terminal_width=200)
     assert shown.exit_code == 0 and "pooled (casprof pool) from 2 profiles, 7 rounds in all" in shown.output
     checked = runner.invoke(app, ["check", str(out)])
-    assert checked.exit_code == 0 and "valid schema v4 profile" in checked.stdout
+    assert checked.exit_code == 0 and f"valid schema v{PROFILE_SCHEMA_VERSION} profile" in checked.stdout
 
 
 def test_pool_through_the_console_script(tiny_profile_path: Path, second_profile_path: Path, tmp_path: Path) -> None:
@@ -150,3 +154,17 @@ def test_merge_refuses_a_profile_of_another_network(tiny_profile_path: Path) -> 
     default = Profile.load(REPO / "profiles" / "cpu-f86dc8a8-onnxruntime-fp32-768x1536.json")
     with pytest.raises(UserInputError, match="not measured under the conditions"):
         merge_profiles([a, default])
+
+
+def test_a_profile_without_the_mixed_inputs_probe_is_not_pooled_with_one_that_has_it(tiny_profile_path: Path,
+                                                                                      second_profile_path: Path, tmp_path: Path) -> None:
+    def older(raw: dict) -> None:
+        raw["schema_version"] = 4
+        del raw["edge_model"]["reduce"]["mixed_inputs"]
+
+    old = _edited(second_profile_path, tmp_path, "schema4.json", older)
+    assert Profile.load(old).read_schema_version == 4
+    out = tmp_path / "pooled.json"
+    result = runner.invoke(app, ["pool", str(tiny_profile_path), str(old), "--out", str(out)])
+    assert result.exit_code == 2 and "differ in the mixed_inputs probe" in result.output
+    assert "Traceback" not in result.output and not out.exists()
