@@ -41,6 +41,9 @@ machine's speed since the profile touched the baseline network's part only; the 
 scaled every part alike (the operations too). Which one fits tells what kind of drift a machine has;
 an analysis, not what ``casprof fidelity`` reports.
 
+With ``--linear-reduce`` a schema-5 profile predicts without its reduction cells' shared input cost
+(R_k = 0: the linear per-edge model of schemas 2-4), to see what the ``mixed_inputs`` probe changes.
+
 Writes ``benchmarks/results/fidelity_rescore_<digest>[_<tag>].{md,json}``.
 """
 
@@ -55,6 +58,7 @@ from pathlib import Path
 
 from casprof._io import atomic_write_json, atomic_write_text
 from casprof.calibration import Calibration, CalibrationForm, NetworkKind
+from casprof.edge_model import EdgeModel
 from casprof.fidelity import anchored_ms, ratio_anchored_ms
 from casprof.fidelity_metrics import agreement, retest_error, retest_kendall_tau
 from casprof.genotype import Genotype
@@ -83,6 +87,14 @@ def refit(profile: Profile, form: CalibrationForm) -> Profile:
     nets = [dataclasses.replace(n, operations_ms=n.predicted_ms - c_id) for n in cal.networks
             if form is CalibrationForm.AFFINE or n.kind is NetworkKind.RANDOM]
     return dataclasses.replace(profile, calibration=Calibration.fit(form, nets, cal.settings, cal.baseline_now_ms))
+
+
+def without_shared_input(profile: Profile) -> Profile:
+    """``profile`` without its ``mixed_inputs`` probes: every shared input cost R_k = 0 (the linear model)."""
+    if profile.edge_model is None or not any(c.mixed_inputs for c in profile.edge_model.cells.values()):
+        sys.exit(f"The profile (created {profile.created}) has no mixed_inputs probe; --linear-reduce changes nothing.")
+    cells = {t: dataclasses.replace(c, mixed_inputs={}) for t, c in profile.edge_model.cells.items()}
+    return dataclasses.replace(profile, edge_model=EdgeModel(cells))
 
 
 def reanchored(report: dict, c_id: float) -> list[dict]:
@@ -187,6 +199,8 @@ def main() -> None:
                         help="anchor every run as a ratio to its bracketing baseline runs, at the profile's c'_id (module docstring)")
     parser.add_argument("--pool-checks", action="store_true",
                         help="also score the checks pooled into one (same networks; module docstring)")
+    parser.add_argument("--linear-reduce", action="store_true",
+                        help="predict without the profile's shared input cost of reduction cells (module docstring)")
     parser.add_argument("--refit", type=CalibrationForm, choices=list(CalibrationForm), metavar="{offset,affine}",
                         help="fit the profile's calibration again in this form to its own networks (module docstring)")
     args = parser.parse_args()
@@ -197,6 +211,8 @@ def main() -> None:
         profile = dataclasses.replace(profile, calibration=None)
     if args.refit is not None:
         profile = refit(profile, args.refit)
+    if args.linear_reduce:
+        profile = without_shared_input(profile)
     scale = op_scale(profile) if args.op_scale else None
     reports = [json.loads(p.read_text()) for p in args.reports]
     if args.pool_checks and len(reports) < 2:
@@ -215,7 +231,8 @@ def main() -> None:
              f"- command: `{command}`",
              f"- profile created {profile.created}; calibration"
              + ("" if args.refit is None else f" (fitted again here, {args.refit.value})") + ": "
-             + ("none" if cal is None else cal.summary()),
+             + ("none" if cal is None else cal.summary())
+             + ("; predicted WITHOUT the reduction cells' shared input cost (--linear-reduce)" if args.linear_reduce else ""),
              "- measurements as recorded by each check (nothing re-timed"
              + ("; moved from the check's c'_id to this profile's" if args.reanchor and not args.ratio_anchor else "")
              + ("; anchored again as ratios: this profile's c'_id x median over runs of (network time / mean of the two "
@@ -243,7 +260,7 @@ def main() -> None:
     args.results.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.results / f"{stem}.json",
                       {"profile": str(args.profile), "command": command, "op_scale": scale,
-                       "refit": None if args.refit is None else args.refit.value, "reanchor": args.reanchor, "ratio_anchor": args.ratio_anchor,
+                       "refit": None if args.refit is None else args.refit.value, "linear_reduce": args.linear_reduce, "reanchor": args.reanchor, "ratio_anchor": args.ratio_anchor,
                        "calibration": None if cal is None else cal.to_dict(), "checks": rows})
     atomic_write_text(args.results / f"{stem}.md", md)
     print(md)

@@ -131,7 +131,7 @@ def budget_derivation(
         edges[swap.cell_type][k] = EdgeChoice(old.cell_type, old.node, old.input_index, old.row, swap.new_op,
                                               old.strength - swap.strength_lost)
         cells[swap.cell_type] = cell_from_edges(edges[swap.cell_type], config, swap.cell_type)
-        cost -= swap.saved
+        cost = _genotype_cost(profile, metric, cells, config)  # exact: a swap can also change a shared input cost
         swaps.append(swap)
     genotype = Genotype(**cells, network=config, search=record or SearchRecord(method="cas"))
-    return BudgetDerivation(genotype, _genotype_cost(profile, metric, cells, config), tuple(swaps), cost <= target)
+    return BudgetDerivation(genotype, cost, tuple(swaps), cost <= target)

@@ -227,3 +227,19 @@ def test_estimate_vs_measured_carries_over_another_machines_cpu_comparison(tmp_p
     second = run()
     assert second["report"]["comparisons"] == []
     assert "no comparison made there is on record" in second["stdout"]
+
+
+def test_shared_input_cost_benchmark_runs_and_reports_every_variant(tmp_path: Path) -> None:
+    """The benchmark behind the schema-5 probe, at a tiny size (its figures are only meaningful at full size)."""
+    from casprof.hardware import detect_hardware
+
+    run = subprocess.run([sys.executable, "benchmarks/shared_input_cost.py", "--rounds", "3", "--resolution", "64x128",
+                          "--threads", "1", "--results", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    report = json.loads((tmp_path / f"shared_input_cost_onnxruntime_{detect_hardware().digest()}.json").read_text())
+    assert set(report["variants"]) == {"one", "both", "same"} and report["rounds"] == 3
+    assert [report["variants"][k]["additive_share"] for k in ("one", "both", "same")] == pytest.approx([5 / 6, 4 / 6, 4 / 6])
+    for v in report["variants"].values():
+        lo, hi = v["delta_ci95"]
+        assert lo <= v["delta_ms"] <= hi
+    assert "| both: [(0, 0), (1, 1)] |" in run.stdout

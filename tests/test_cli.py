@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from cas.cli import app as cas_app
 from casprof.cli.app import app
 from casprof.genotype import random_genotype
-from casprof.profile import PROFILE_SCHEMA_VERSION
+from casprof.profile import PROFILE_SCHEMA_VERSION, Profile
 from tests.conftest import TINY
 
 runner = CliRunner()
@@ -80,6 +80,11 @@ def test_show_formats(tiny_profile_path: Path) -> None:
     table = runner.invoke(app, ["show", str(tiny_profile_path)])
     assert table.exit_code == 0, table.output
     assert "measured cost profile" in table.output and "sep_conv_3x3_x4" in table.output
+    from casprof.edge_model import shared_input_costs
+
+    r = shared_input_costs(Profile.load(tiny_profile_path), "reduce", "latency_ms")["input0"]
+    wide = runner.invoke(app, ["show", str(tiny_profile_path)], terminal_width=250)
+    assert f"reduce cell: factorized reduces of one input share {r:.3f} ms per input" in wide.output
     csv = runner.invoke(app, ["show", str(tiny_profile_path), "--csv"])
     lines = csv.output.strip().splitlines()
     assert lines[0].startswith("cell_type,op,latency_ms") and len(lines) == 1 + 11 + 11 + 10
