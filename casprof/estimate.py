@@ -306,7 +306,7 @@ def estimate_profile(config: NetworkConfig, request: EstimateRequest, *,
             rest_on_input0=probe_costs(Probe(t, "identity", Variant.REST_ON_INPUT0)),
             rest_on_input1=probe_costs(Probe(t, "identity", Variant.REST_ON_INPUT1)),
             input_edges={p.op: probe_costs(p) for p in probes if p.cell_type == t and p.variant is Variant.INPUT_EDGES},
-mixed_inputs={p.op: probe_costs(p) for p in probes if p.cell_type == t and p.variant is Variant.MIXED_INPUTS},
+            mixed_inputs={p.op: probe_costs(p) for p in probes if p.cell_type == t and p.variant is Variant.MIXED_INPUTS},
         )
         for t in CELL_TYPES
         if any(p.cell_type == t and p.variant is not Variant.FULL for p in probes)

@@ -531,7 +531,7 @@ def build_profile(config: NetworkConfig, settings: MeasureSettings, device: Reso
                 rest_on_input0=probe_costs(Probe(t, "identity", Variant.REST_ON_INPUT0)),
                 rest_on_input1=probe_costs(Probe(t, "identity", Variant.REST_ON_INPUT1)),
                 input_edges={p.op: probe_costs(p) for p in mine if p.variant is Variant.INPUT_EDGES},
-mixed_inputs={p.op: probe_costs(p) for p in mine if p.variant is Variant.MIXED_INPUTS},
+                mixed_inputs={p.op: probe_costs(p) for p in mine if p.variant is Variant.MIXED_INPUTS},
             )
     info = state.backend_info
     backend = BackendRecord(
