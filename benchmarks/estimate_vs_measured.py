@@ -31,7 +31,7 @@ from scipy import stats
 from casprof._io import atomic_write_json, atomic_write_text
 from casprof.devices import DeviceKind, get_device
 from casprof.estimate import Roofline, calibrate_cpu, estimate_probe_ms
-from casprof.hardware import detect_hardware
+from casprof.hardware import HardwareFingerprint, detect_hardware
 from casprof.ops import CELL_TYPES
 from casprof.probes import BASELINE, measured_probes
 from casprof.profile import Method, Metric, Profile
@@ -59,8 +59,8 @@ def roofline_for(profile: Profile) -> Roofline:
     return calibrate_cpu(int(profile.backend.threads or 1))
 
 
-def _here() -> dict[str, Any]:
-    hw = detect_hardware()
+def _here(hw: HardwareFingerprint) -> dict[str, Any]:
+    """Where and when a comparison is made: now, on ``hw``."""
     return {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpu": hw.cpu.model, "hardware_digest": hw.digest()}
 
 
@@ -85,7 +85,7 @@ def carried_over(previous: dict[str, Any], skipped: dict[str, Profile]) -> list[
     return kept
 
 
-def compare(profile: Profile, path: Path) -> dict[str, Any]:
+def compare(profile: Profile, path: Path, hw: HardwareFingerprint) -> dict[str, Any]:
     """Estimated against measured c_o of one profile (latency), with MACs as a reference ranking."""
     threads = int(profile.backend.threads or 1)
     roofline = roofline_for(profile)
@@ -111,7 +111,7 @@ def compare(profile: Profile, path: Path) -> dict[str, Any]:
     return {
         "profile": _display_path(path),
         "profile_created": profile.created,
-        "compared_on": _here(),
+        "compared_on": _here(hw),
         "device": profile.device,
         "gpu": [g.get("name") for g in profile.hardware.get("gpus") or []] if is_gpu_profile(profile) else [],
         "backend": profile.backend.name,
@@ -202,7 +202,7 @@ def main() -> None:
         if not is_gpu_profile(profile) and profile.hardware.get("digest") != hw.digest():
             skipped[_display_path(path)] = profile
             continue
-        comparisons.append(compare(profile, path))
+        comparisons.append(compare(profile, path, hw))
         print(f"{path.name}: tau {comparisons[-1]['overall']['estimate']['kendall_tau']:.3f}", flush=True)
     previous_file = args.results / "estimate_vs_measured.json"
     if skipped and not args.fresh and previous_file.is_file():
@@ -217,7 +217,7 @@ def main() -> None:
         "benchmark": "estimate_vs_measured",
         "command": "python benchmarks/estimate_vs_measured.py" + (" --profiles " + " ".join(map(str, args.profiles)) if args.profiles else "")
         + (" --fresh" if args.fresh else ""),
-        **_here(),
+        **_here(hw),
         "comparisons": comparisons,
     }
     args.results.mkdir(parents=True, exist_ok=True)

@@ -26,22 +26,16 @@ import time
 from pathlib import Path
 
 from casprof._io import atomic_write_json, atomic_write_text
-from casprof.backends.base import Backend, RunnerSpec
+from casprof.backends.base import RunnerSpec
 from casprof.backends.onnxruntime_runner import OnnxRuntimeRunner
 from casprof.backends.torch_runner import TorchRunner
 from casprof.config import DEFAULT_CONFIG, parse_resolution
 from casprof.hardware import detect_hardware
-from casprof.network import CASNetwork
-from casprof.probes import BASELINE, probe_graphs
+from casprof.probes import BASELINE, MIXED_INPUTS_IDENTITY_EDGES, build_network, input_edges_graph, probe_graphs
 from casprof.stats import Measurement
 
 RESULTS = Path(__file__).resolve().parent / "results"
-VARIANTS = {"one": {(0, 0)}, "both": {(0, 0), (1, 1)}, "same": {(0, 0), (1, 0)}}
-
-
-def reduce_cell(n: int, op: str, kept: set[tuple[int, int]]) -> tuple:
-    """o on the input edges except the ``kept`` (node, input) ones, identity elsewhere."""
-    return tuple(tuple(("identity" if i >= 2 or (j, i) in kept else op, i) for i in range(2 + j)) for j in range(n))
+VARIANTS = {"one": frozenset({(0, 0)}), "both": MIXED_INPUTS_IDENTITY_EDGES, "same": frozenset({(0, 0), (1, 0)})}
 
 
 def main() -> None:
@@ -56,15 +50,15 @@ def main() -> None:
     h, w = parse_resolution(args.resolution)
     n = DEFAULT_CONFIG.intermediate_nodes("reduce")
     base = probe_graphs(DEFAULT_CONFIG, BASELINE)
-    graphs = {"baseline": base, "input_edges": base | {"reduce": reduce_cell(n, args.op, set())}}
-    graphs |= {name: base | {"reduce": reduce_cell(n, args.op, kept)} for name, kept in VARIANTS.items()}
+    graphs = {"baseline": base, "input_edges": base | {"reduce": input_edges_graph(n, args.op)}}
+    graphs |= {name: base | {"reduce": input_edges_graph(n, args.op, kept)} for name, kept in VARIANTS.items()}
     hw = detect_hardware()
     start = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         spec = RunnerSpec(input_shape=(1, 3, h, w), threads=args.threads, workdir=Path(tmp))
         runners = {}
         for name, g in graphs.items():
-            model = _model(g)
+            model = build_network(DEFAULT_CONFIG, g, seed=0)
             runners[name] = (OnnxRuntimeRunner(model, spec, spinning=False) if args.backend == "onnxruntime"
                              else TorchRunner(model, spec))
         for r in runners.values():
@@ -107,14 +101,6 @@ def main() -> None:
     md = markdown(report)
     atomic_write_text(stem.with_suffix(".md"), md)
     print(md)
-
-
-def _model(graphs: dict) -> CASNetwork:
-    import torch
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        return CASNetwork(DEFAULT_CONFIG, graphs).eval()
 
 
 def markdown(report: dict) -> str:

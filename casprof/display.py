@@ -10,6 +10,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from casprof.edge_model import shared_input_costs
 from casprof.ops import CELL_TYPES, candidate_ops
 from casprof.profile import Method, Metric, Profile
 
@@ -71,8 +72,6 @@ def _fmt(value: float | None, metric: str) -> str:
 
 def _shared_input_lines(profile: Profile) -> list[str]:
     """One line per cell type whose ``mixed_inputs`` probe gives the shared input cost R_k (schema 5)."""
-    from casprof.edge_model import shared_input_costs
-
     lines = []
     if profile.edge_model is None or Metric.LATENCY_MS.value not in profile.metrics:
         return lines

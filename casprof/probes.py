@@ -88,15 +88,25 @@ class Probe:
 BASELINE = Probe(None)
 
 
+#: The (node, input) edges that the ``mixed_inputs`` probe leaves ``identity``: one factorized reduce per input.
+MIXED_INPUTS_IDENTITY_EDGES: frozenset[tuple[int, int]] = frozenset({(0, 0), (1, 1)})
+
+
+def input_edges_graph(n_nodes: int, op: str, keep_identity: frozenset[tuple[int, int]] = frozenset()) -> CellGraph:
+    """A full cell with ``op`` on the edges from the two cell inputs, except the ``keep_identity``
+    (node, input) edges, and ``identity`` on the edges between nodes."""
+    return tuple(tuple(("identity" if i >= 2 or (j, i) in keep_identity else op, i) for i in range(2 + j))
+                 for j in range(n_nodes))
+
+
 def variant_graph(n_nodes: int, op: str, variant: Variant) -> CellGraph:
     """The cell graph of a probe's own cell type."""
     if variant is Variant.FULL:
         return full_graph(n_nodes, op)
     if variant is Variant.INPUT_EDGES:
-        return tuple(tuple((op if i < 2 else "identity", i) for i in range(2 + j)) for j in range(n_nodes))
+        return input_edges_graph(n_nodes, op)
     if variant is Variant.MIXED_INPUTS:
-        kept = {(0, 0), (1, 1)}  # (node, input) edges that stay identity: one factorized reduce per input
-        return tuple(tuple(("identity" if i >= 2 or (j, i) in kept else op, i) for i in range(2 + j)) for j in range(n_nodes))
+        return input_edges_graph(n_nodes, op, keep_identity=MIXED_INPUTS_IDENTITY_EDGES)
     if variant is Variant.INPUTS_ONLY:
         return tuple((("identity", 0), ("identity", 1)) for _ in range(n_nodes))
     only = 0 if variant is Variant.REST_ON_INPUT0 else 1
@@ -116,11 +126,17 @@ def probe_graphs(config: NetworkConfig, probe: Probe) -> dict[str, CellGraph]:
 def build_probe(config: NetworkConfig, probe: Probe, seed: int | None = None) -> CASNetwork:
     """The probe network in evaluation mode; with ``seed``, its weights are drawn from that seed
     (leaving the global random state alone), so the same probe exports to the same ONNX file."""
+    return build_network(config, probe_graphs(config, probe), seed)
+
+
+def build_network(config: NetworkConfig, graphs: dict[str, CellGraph], seed: int | None = None) -> CASNetwork:
+    """The network of these cell graphs in evaluation mode, its weights drawn from ``seed`` if given
+    (leaving the global random state alone)."""
     if seed is None:
-        return CASNetwork(config, probe_graphs(config, probe)).eval()
+        return CASNetwork(config, graphs).eval()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return CASNetwork(config, probe_graphs(config, probe)).eval()
+        return CASNetwork(config, graphs).eval()
 
 
 def measured_probes(cell_types: tuple[str, ...] = CELL_TYPES) -> list[Probe]:
