@@ -91,7 +91,7 @@ def refit(profile: Profile, form: CalibrationForm) -> Profile:
 
 def without_shared_input(profile: Profile) -> Profile:
     """``profile`` without its ``mixed_inputs`` probes: every shared input cost R_k = 0 (the linear model)."""
-    if profile.edge_model is None or not any(c.mixed_inputs for c in profile.edge_model.cells.values()):
+    if profile.edge_model is None or not profile.edge_model.has_shared_input_costs:
         sys.exit(f"The profile (created {profile.created}) has no mixed_inputs probe; --linear-reduce changes nothing.")
     cells = {t: dataclasses.replace(c, mixed_inputs={}) for t, c in profile.edge_model.cells.items()}
     return dataclasses.replace(profile, edge_model=EdgeModel(cells))

@@ -50,7 +50,7 @@ Profiles without the probe (schemas 2-4) have R_k = 0, i.e. the model above.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +60,7 @@ from casprof.ops import CELL_TYPES, candidate_ops
 if TYPE_CHECKING:  # pragma: no cover
     from casprof.config import NetworkConfig
     from casprof.genotype import CellGraph
+    from casprof.probes import Probe
     from casprof.profile import CostValue, Profile
 
 INPUT0, INPUT1, INNER = "input0", "input1", "inner"
@@ -90,6 +91,23 @@ class CellEdgeModel:
         if self.mixed_inputs:
             d["mixed_inputs"] = {op: {m: v.to_dict() for m, v in ms.items()} for op, ms in self.mixed_inputs.items()}
         return d
+
+    @classmethod
+    def from_probe_costs(cls, cell_type: str, probes: Iterable[Probe],
+                         probe_costs: Callable[[Probe], MetricCosts]) -> CellEdgeModel:
+        """The model of ``cell_type`` from its probes' costs (``probe_costs`` maps a probe to
+        c'(probe) - c'_id per metric): the three identity probes, and the ``input_edges`` and
+        ``mixed_inputs`` probes of ``cell_type`` among ``probes`` (others are ignored)."""
+        from casprof.probes import Probe, Variant
+
+        mine = [p for p in probes if p.cell_type == cell_type]
+        return cls(
+            inputs_only=probe_costs(Probe(cell_type, "identity", Variant.INPUTS_ONLY)),
+            rest_on_input0=probe_costs(Probe(cell_type, "identity", Variant.REST_ON_INPUT0)),
+            rest_on_input1=probe_costs(Probe(cell_type, "identity", Variant.REST_ON_INPUT1)),
+            input_edges={p.op: probe_costs(p) for p in mine if p.variant is Variant.INPUT_EDGES},
+            mixed_inputs={p.op: probe_costs(p) for p in mine if p.variant is Variant.MIXED_INPUTS},
+        )
 
     @classmethod
     def from_dict(cls, d: Any, cell_type: str, metrics: tuple[str, ...]) -> CellEdgeModel:
@@ -130,6 +148,11 @@ class EdgeModel:
     """Per cell type (with at least two nodes) the measurements of the per-edge model."""
 
     cells: Mapping[str, CellEdgeModel]
+
+    @property
+    def has_shared_input_costs(self) -> bool:
+        """Whether any cell type has the ``mixed_inputs`` probe (schema 5's shared input cost R_k)."""
+        return any(c.mixed_inputs for c in self.cells.values())
 
     def to_dict(self) -> dict[str, Any]:
         return {t: c.to_dict() for t, c in self.cells.items()}

@@ -301,13 +301,7 @@ def estimate_profile(config: NetworkConfig, request: EstimateRequest, *,
         for t in CELL_TYPES
     }
     cells = {
-        t: CellEdgeModel(
-            inputs_only=probe_costs(Probe(t, "identity", Variant.INPUTS_ONLY)),
-            rest_on_input0=probe_costs(Probe(t, "identity", Variant.REST_ON_INPUT0)),
-            rest_on_input1=probe_costs(Probe(t, "identity", Variant.REST_ON_INPUT1)),
-            input_edges={p.op: probe_costs(p) for p in probes if p.cell_type == t and p.variant is Variant.INPUT_EDGES},
-            mixed_inputs={p.op: probe_costs(p) for p in probes if p.cell_type == t and p.variant is Variant.MIXED_INPUTS},
-        )
+        t: CellEdgeModel.from_probe_costs(t, probes, probe_costs)
         for t in CELL_TYPES
         if any(p.cell_type == t and p.variant is not Variant.FULL for p in probes)
     }

@@ -44,7 +44,7 @@ from casprof.errors import UserInputError
 from casprof.hardware import HardwareFingerprint, sample_gpu_state
 from casprof.ops import CELL_TYPES, candidate_ops
 from casprof.edge_model import CellEdgeModel, EdgeModel
-from casprof.probes import (BASELINE, Probe, Variant, block_of, build_probe, edge_model_probes, measured_probes,
+from casprof.probes import (BASELINE, Probe, block_of, build_probe, edge_model_probes, measured_probes,
                              measurement_blocks)
 from casprof.profile import BackendRecord, CostValue, Method, Metric, Profile
 from casprof.stats import Measurement, paired_difference
@@ -522,17 +522,7 @@ def build_profile(config: NetworkConfig, settings: MeasureSettings, device: Reso
             else:
                 costs[t][op] = probe_costs(Probe(t, op))
     extra = edge_model_probes(config)
-    cells = {}
-    for t in CELL_TYPES:
-        mine = [p for p in extra if p.cell_type == t]
-        if mine:
-            cells[t] = CellEdgeModel(
-                inputs_only=probe_costs(Probe(t, "identity", Variant.INPUTS_ONLY)),
-                rest_on_input0=probe_costs(Probe(t, "identity", Variant.REST_ON_INPUT0)),
-                rest_on_input1=probe_costs(Probe(t, "identity", Variant.REST_ON_INPUT1)),
-                input_edges={p.op: probe_costs(p) for p in mine if p.variant is Variant.INPUT_EDGES},
-                mixed_inputs={p.op: probe_costs(p) for p in mine if p.variant is Variant.MIXED_INPUTS},
-            )
+    cells = {t: CellEdgeModel.from_probe_costs(t, extra, probe_costs) for t in CELL_TYPES if any(p.cell_type == t for p in extra)}
     info = state.backend_info
     backend = BackendRecord(
         name=info.get("backend", settings.backend.value),

@@ -217,7 +217,11 @@ def test_networks_are_timed_in_blocks_that_cover_every_candidate(tiny_profile_pa
     report = run_fidelity(p, detect_hardware(), settings)
     names = [c.name for c in draw_candidates(p, settings)]
     assert [r.name for r in report.networks] == names  # 7 networks in blocks of 3, 3 and 1
-    assert all(r.first_ms > 0 and r.second_ms > 0 for r in report.networks)
+    # every network timed in both halves: the raw medians are real times; the anchored ones
+    # (c'_id + one run minus its bracket) may fall below 0 for a tiny network in a noisy moment
+    assert all(r.raw_first_ms is not None and r.raw_first_ms > 0 and r.raw_second_ms is not None and r.raw_second_ms > 0
+               for r in report.networks)
+    assert all(math.isfinite(r.first_ms) and math.isfinite(r.second_ms) for r in report.networks)
     # not re-timed: no structure block, no diagnostic row, nothing in the JSON
     assert report.structure == () and report.structure_agreement is None and report.structure_shift_pct is None
     assert report.to_dict()["structure_terms"] == [] and "structure terms timed now" not in report_markdown(report)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -102,6 +103,21 @@ def test_pool_through_the_console_script(tiny_profile_path: Path, second_profile
     done = subprocess.run([str(exe), "pool", str(second_profile_path), str(tiny_profile_path), "-o", str(out)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+    assert Profile.load(out).settings["rounds"] == 7
+
+
+def test_pool_writes_its_profile_even_when_stdout_is_closed_at_once(tiny_profile_path: Path, second_profile_path: Path,
+                                                                     tmp_path: Path) -> None:
+    """`casprof pool ... | head -0`: the reader is gone before anything is printed; the file must still be written."""
+    out = tmp_path / "pooled.json"
+    exe = Path(sys.executable).with_name("casprof")
+    reader, writer = os.pipe()
+    os.close(reader)  # like a `head` that has already exited: printing raises BrokenPipeError / SIGPIPE
+    try:
+        subprocess.run([str(exe), "pool", str(second_profile_path), str(tiny_profile_path), "-o", str(out)],
+                       stdout=writer, stderr=subprocess.DEVNULL, timeout=120)
+    finally:
+        os.close(writer)
     assert Profile.load(out).settings["rounds"] == 7
 
 

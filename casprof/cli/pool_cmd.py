@@ -30,6 +30,7 @@ def pool(
         raise UserInputError(f"--out {out} is one of the profiles being pooled; write the pooled profile to a new file.")
     sources = [Profile.load(p) for p in profiles]
     pooled = merge_profiles(sources)
+    pooled.save(out)  # before printing: a closed pipe on stdout cannot lose the file
     lat = Metric.LATENCY_MS.value
     for path, p in zip(profiles, sources):
         out_console.print(
@@ -37,7 +38,6 @@ def pool(
             f"mean 95 % half-width of c_o {mean_half_width(p):.3f} ms" + (" (its calibration is not carried over)" if p.calibration else ""),
             highlight=False,
         )
-    pooled.save(out)
     out_console.print(
         f"pooled → {out}: {pooled.settings['rounds']} rounds, c'_id {pooled.baseline[lat].value:.3f} ms, "
         f"mean 95 % half-width of c_o {mean_half_width(pooled):.3f} ms; {len(pooled.warnings)} noise warning(s).",
