@@ -7,7 +7,10 @@ Targets (issue "casprof"):
   operation's own 95% interval (the larger of the two profiles' half-widths); the worst
   operation is reported.
 
-Run: ``python benchmarks/profile_cpu.py --backend onnxruntime [--keep-dir profiles]``.
+Run: ``python benchmarks/profile_cpu.py --backend onnxruntime [--keep-dir profiles] [--build-cache]``.
+With ``--build-cache`` both profiles use one new, empty build cache (casprof.build_cache), so the
+first is a cold start that fills it and the second takes its ONNX exports and counts from it; the
+phases of each profile are reported (counting, preparation and warm-up, timed rounds).
 Writes ``benchmarks/results/profile_cpu_<backend>_<digest>.{json,md}`` and prints the Markdown.
 
 On a GPU: ``python benchmarks/profile_cpu.py --device h100 --backend torch [--precision fp16]``
@@ -28,6 +31,7 @@ from pathlib import Path
 from casprof._io import atomic_write_json, atomic_write_text
 from casprof.backends.base import Backend, Precision
 from casprof.backends.cpu_memory import CpuAllocator
+from casprof.build_cache import BuildCache
 from casprof.config import DEFAULT_CONFIG, parse_resolution
 from casprof.devices import DeviceKind, resolve_device
 from casprof.hardware import detect_hardware
@@ -89,12 +93,19 @@ def markdown(report: dict) -> str:
         "| figure | value | target | met |",
         "| --- | --- | --- | --- |",
     ]
-    for i, s in enumerate(report["seconds"]):
+    cached = report.get("build_cache") or [None] * len(report["seconds"])
+    phases = report.get("phase_seconds") or [None] * len(report["seconds"])
+    for i, (s, got, phase) in enumerate(zip(report["seconds"], cached, phases)):
+        how = ""
+        if got:
+            how = " (" + ", ".join(f"{k}: {v['cached']} from the build cache, {v['built']} built" for k, v in sorted(got.items())) + ")"
+        if phase:
+            how += " [" + ", ".join(f"{k} {v:.0f} s" for k, v in phase.items()) + "]"
         if limited:
-            lines.append(f"| wall time of profile {i + 1} | {s:.0f} s | ≤ {TIME_LIMIT_S:.0f} s (onnxruntime) | "
+            lines.append(f"| wall time of profile {i + 1}{how} | {s:.0f} s | ≤ {TIME_LIMIT_S:.0f} s (onnxruntime) | "
                          f"{'yes' if s <= TIME_LIMIT_S else 'no'} |")
         else:
-            lines.append(f"| wall time of profile {i + 1} | {s:.0f} s | (the 10-minute target is onnxruntime's on the CPU) | |")
+            lines.append(f"| wall time of profile {i + 1}{how} | {s:.0f} s | (the 10-minute target is onnxruntime's on the CPU) | |")
     lines += [
         f"| baseline c'_id | {rep['baseline_ms']:.2f} ms | | |",
         f"| worst operation | {w['cell_type']}/{w['op']}: {w['a_ms']:.2f} vs {w['b_ms']:.2f} ms, |Δ| {w['abs_diff_ms']:.2f} ms "
@@ -126,6 +137,8 @@ def main() -> None:
                         help="copy the first profile here (e.g. profiles/), and the second beside it as *-repeat.json")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder for the result files")
     parser.add_argument("--resolution", default="768x1536", help="input HxW (the targets are for 768x1536)")
+    parser.add_argument("--build-cache", action="store_true",
+                        help="one new build cache for both profiles: the first fills it, the second reuses its exports and counts")
     parser.add_argument("--cpu-allocator", default=CpuAllocator.SYSTEM.value, choices=[a.value for a in CpuAllocator],
                         help="casprof measure --cpu-allocator (torch on a CPU)")
     args = parser.parse_args()
@@ -143,10 +156,11 @@ def main() -> None:
     label = "cpu" if device.kind is DeviceKind.CPU else device.spec.name
     profiles, seconds = [], []
     with tempfile.TemporaryDirectory() as tmp:
+        cache = BuildCache(Path(tmp) / "build-cache") if args.build_cache else None
         for i in range(2):
             out = Path(tmp) / f"profile{i}.json"
             start = time.perf_counter()
-            profiles.append(run_measurement(DEFAULT_CONFIG, settings, device, hw, out=out))
+            profiles.append(run_measurement(DEFAULT_CONFIG, settings, device, hw, out=out, build_cache=cache))
             seconds.append(time.perf_counter() - start)
             print(f"profile {i + 1}: {seconds[-1]:.0f} s", flush=True)
             if args.keep_dir is not None:
@@ -176,8 +190,11 @@ def main() -> None:
         "command": f"python benchmarks/profile_cpu.py --device {args.device} --backend {args.backend} --precision {args.precision} --resolution {args.resolution} --rounds {args.rounds} --sweeps {args.sweeps} "
                    f"--instances {args.instances}"
                    + (" --ort-shared-pool" if args.ort_shared_pool else "")
-                   + (" --cpu-allocator keep" if keep else ""),
+                   + (" --cpu-allocator keep" if keep else "")
+                   + (" --build-cache" if args.build_cache else ""),
         "seconds": seconds,
+        "phase_seconds": [p.settings.get("phase_seconds") for p in profiles],
+        "build_cache": [p.settings.get("build_cache") for p in profiles],
         "repeatability": repeatability(*profiles),
     }
     args.results.mkdir(parents=True, exist_ok=True)

@@ -50,6 +50,7 @@ from casprof.ops import CELL_TYPES, candidate_ops
 from casprof.stats import Measurement
 
 if TYPE_CHECKING:  # pragma: no cover
+    from casprof.build_cache import BuildCache
     from casprof.hardware import HardwareFingerprint
     from casprof.profile import Profile
 
@@ -404,24 +405,24 @@ def calibration_genotypes(profile: Profile, settings: CalibrationSettings) -> di
 
 
 def run_calibration(profile: Profile, hardware: HardwareFingerprint, settings: CalibrationSettings,
-                    progress: ProgressCallback = lambda p: None) -> Calibration:
+                    progress: ProgressCallback = lambda p: None, build_cache: BuildCache | None = None) -> Calibration:
     """Time the calibration networks on this machine and fit the profile's calibration.
 
     Raises:
         UserInputError: an estimated profile, or one made on other hardware.
         BackendUnavailableError: the profile's backend cannot run here.
     """
-    from casprof.fidelity import anchored_ms, check_can_measure, network_blocks, time_blocks
-    from casprof.network import CASNetwork
+    from casprof.fidelity import (anchored_ms, check_can_measure, derived_networks, measure_settings_of, network_blocks,
+                                  time_blocks)
     from casprof.predict import predict
     from casprof.profile import Metric
 
     check_can_measure(profile, hardware)
     genotypes = calibration_genotypes(profile, settings)
     progress(Progress("building networks", 0, 1))
-    models = {f"calibration-{s}": CASNetwork.from_genotype(g).eval() for s, (_, g) in genotypes.items()}
+    models = derived_networks({f"calibration-{s}": g for s, (_, g) in genotypes.items()}, measure_settings_of(profile).seed)
     progress(Progress("building networks", 1, 1))
-    got = time_blocks(profile, hardware, network_blocks(models, settings.block_size), settings, progress)
+    got = time_blocks(profile, hardware, network_blocks(models, settings.block_size), settings, progress, build_cache)
     bare = dataclasses.replace(profile, calibration=None)
     lat = Metric.LATENCY_MS.value
     base = profile.baseline[lat].value

@@ -42,7 +42,7 @@ import dataclasses
 import random
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,16 +54,15 @@ import torch
 from casprof.backends.base import Runner, RunnerSpec
 from casprof.backends.cpu_memory import CpuAllocator
 from casprof.backends.onnxruntime_runner import SHARED_POOL
-from casprof.complexity import count_macs, count_params
+from casprof.build_cache import BuildCache
 from casprof.devices import resolve_device
 from casprof.errors import UserInputError
 from casprof.fidelity_metrics import Agreement, LinearFit, agreement, proxy_agreement, retest_error, retest_kendall_tau
 from casprof.genotype import Genotype, random_genotype, uniform_genotype
 from casprof.hardware import HardwareFingerprint
-from casprof.measure import (MeasureSettings, Progress, ProgressCallback, make_runner_spec, open_reusing, sweep_rounds,
-                             time_bracketed, warm_up)
-from casprof.network import CASNetwork
-from casprof.probes import BASELINE, build_probe
+from casprof.measure import (MeasureSettings, Progress, ProgressCallback, cached_counts, make_runner_spec, open_reusing,
+                             sweep_rounds, time_bracketed, warm_up)
+from casprof.probes import BASELINE, build_network, build_probe
 from casprof.ops import CELL_TYPES, candidate_ops
 from casprof.predict import predict
 from casprof.profile import Method, Metric, Profile
@@ -469,8 +468,12 @@ def run_fidelity(
     *,
     profile_path: Path | str = "",
     progress: ProgressCallback = lambda p: None,
+    build_cache: BuildCache | None = None,
 ) -> FidelityReport:
     """Measure the derived networks of ``settings`` and compare them with the profile's predictions.
+
+    The networks' weights are drawn from the profile's seed, so the same genotype exports to the
+    same ONNX file every time; ``build_cache`` supplies exports and counts made before.
 
     Raises:
         UserInputError: an estimated profile, or one made on other hardware.
@@ -481,17 +484,18 @@ def run_fidelity(
     start = time.perf_counter()
     candidates = draw_candidates(profile, settings)
     shape = (1, profile.network.in_channels, *profile.input_size)
-    models = {c.name: CASNetwork.from_genotype(c.genotype).eval() for c in candidates}
+    models = derived_networks({c.name: c.genotype for c in candidates}, measure_settings_of(profile).seed)
     exact: dict[str, tuple[float, float]] = {}
     for i, (name, model) in enumerate(models.items()):
         progress(Progress("counting parameters and MACs", i, len(models), name))
-        exact[name] = (float(count_macs(model, shape).total), float(count_params(model)))
+        counts, _ = cached_counts(model, shape, build_cache)
+        exact[name] = (counts[Metric.MACS.value], counts[Metric.PARAMS.value])
     progress(Progress("counting parameters and MACs", len(models), len(models)))
     blocks = network_blocks(models, settings.block_size)
     if settings.retime_structure and structure_probes(profile):  # one more block, timed like the networks
         seed = measure_settings_of(profile).seed
         blocks.append(("structure probes", {p.key: build_probe(profile.network, p, seed) for p in structure_probes(profile)}))
-    got = time_blocks(profile, hardware, blocks, settings, progress)
+    got = time_blocks(profile, hardware, blocks, settings, progress, build_cache)
     times, brackets = got.times, got.brackets
     uncalibrated = dataclasses.replace(profile, calibration=None) if profile.calibration is not None else None
     uniform = dataclasses.replace(profile, edge_model=None, calibration=None) if profile.edge_model is not None else None
@@ -524,15 +528,21 @@ def network_blocks(models: dict[str, torch.nn.Module], block_size: int) -> list[
     return [(f"block {k + 1}/{len(starts)}", {n: models[n] for n in names[i:i + block_size]}) for k, i in enumerate(starts)]
 
 
+def derived_networks(genotypes: Mapping[str, Genotype], seed: int) -> dict[str, torch.nn.Module]:
+    """Each genotype's derived network in evaluation mode, its weights drawn from ``seed``."""
+    return {name: build_network(g.network, g.cells(), seed) for name, g in genotypes.items()}
+
+
 def time_blocks(profile: Profile, hardware: HardwareFingerprint, blocks: list[tuple[str, dict[str, torch.nn.Module]]],
-                plan: TimingPlan, progress: ProgressCallback) -> BlockTimes:
+                plan: TimingPlan, progress: ProgressCallback, build_cache: BuildCache | None = None) -> BlockTimes:
     """Time every block's networks on the profile's device, backend and settings, bracketed by the
-    profile's baseline network, sweep after sweep; the blocks' times merged into one value."""
+    profile's baseline network, sweep after sweep; the blocks' times merged into one value
+    (``build_cache``: ONNX exports made before are copied from it)."""
     device = resolve_device(profile.device, hardware)
     msettings = measure_settings_of(profile)
     measured: dict[int, BlockTimes] = {}
     with tempfile.TemporaryDirectory(prefix="casprof-fidelity-") as tmp:
-        spec = make_runner_spec(profile.network, msettings, device, Path(tmp))
+        spec = make_runner_spec(profile.network, msettings, device, Path(tmp), build_cache)
         runner = _Blocks(blocks, build_probe(profile.network, BASELINE, msettings.seed), msettings, spec, plan, progress)
         for sweep in range(plan.sweeps):
             for b in range(len(blocks)):

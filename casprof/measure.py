@@ -37,6 +37,7 @@ from casprof._io import atomic_write_json, ensure_parent_exists, read_json_file
 from casprof.backends import make_runner
 from casprof.backends.base import Backend, Precision, Runner, RunnerSpec
 from casprof.backends.cpu_memory import KEEP_ONLY_TORCH_ON_CPU, CpuAllocator, parse_cpu_allocator
+from casprof.build_cache import BuildCache
 from casprof.complexity import count_macs, count_params
 from casprof.config import NetworkConfig
 from casprof.devices import ResolvedDevice
@@ -177,9 +178,15 @@ class MeasureState:
     backend_info: dict[str, Any] = field(default_factory=dict)
     gpu_states: list[dict[str, Any]] = field(default_factory=list)
     phase_seconds: dict[str, float] = field(default_factory=dict)
+    #: what the build cache gave: per kind ("counts", "onnx") how many were "cached" and how many "built"
+    build_cache: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def add_time(self, phase: str, seconds: float) -> None:
         self.phase_seconds[phase] = self.phase_seconds.get(phase, 0.0) + seconds
+
+    def count_cache(self, kind: str, hit: bool) -> None:
+        got = self.build_cache.setdefault(kind, {"cached": 0, "built": 0})
+        got["cached" if hit else "built"] += 1
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -189,6 +196,7 @@ class MeasureState:
             "backend_info": self.backend_info,
             "gpu_states": self.gpu_states,
             "phase_seconds": self.phase_seconds,
+            "build_cache": self.build_cache,
         }
 
     @classmethod
@@ -200,6 +208,7 @@ class MeasureState:
             backend_info=d.get("backend_info", {}),
             gpu_states=d.get("gpu_states", []),
             phase_seconds=d.get("phase_seconds", {}),
+            build_cache=d.get("build_cache", {}),
         )
 
 
@@ -256,27 +265,46 @@ def _load_state(path: Path, key: dict[str, Any]) -> MeasureState:
     return state
 
 
-@functools.lru_cache(maxsize=256)
-def exact_counts(config: NetworkConfig, probe: Probe, resolution: tuple[int, int]) -> dict[str, float]:
-    """Parameters and MACs of a probe network (deterministic, so counted once per process)."""
-    model = build_probe(config, probe)
+def network_counts(model: torch.nn.Module, input_shape: tuple[int, int, int, int]) -> dict[str, float]:
+    """Parameters and MACs of a network on an input of ``input_shape``."""
     return {
         Metric.PARAMS.value: float(count_params(model)),
-        Metric.MACS.value: float(count_macs(model, (1, config.in_channels, *resolution)).total),
+        Metric.MACS.value: float(count_macs(model, input_shape).total),
     }
 
 
+def cached_counts(model: torch.nn.Module, input_shape: tuple[int, int, int, int],
+                  cache: BuildCache | None) -> tuple[dict[str, float], bool]:
+    """:func:`network_counts`, from ``cache`` when counted before (and stored there when not);
+    also says whether they came from the cache."""
+    if cache is None:
+        return network_counts(model, input_shape), False
+    return cache.counts(model, input_shape, lambda: network_counts(model, input_shape))
+
+
+@functools.lru_cache(maxsize=256)
+def exact_counts(config: NetworkConfig, probe: Probe, resolution: tuple[int, int]) -> dict[str, float]:
+    """Parameters and MACs of a probe network (deterministic, so counted once per process)."""
+    return network_counts(build_probe(config, probe), (1, config.in_channels, *resolution))
+
+
 def _exact_metrics(config: NetworkConfig, probes: Sequence[Probe], settings: MeasureSettings, state: MeasureState,
-                   save: Callable[[], None], progress: ProgressCallback) -> None:
+                   save: Callable[[], None], progress: ProgressCallback, cache: BuildCache | None) -> None:
     todo = [p for p in probes if p.key not in state.exact]
+    shape = (1, config.in_channels, *settings.resolution)
     for i, probe in enumerate(todo):
         progress(Progress("counting parameters and MACs", i, len(todo), probe.key))
-        state.exact[probe.key] = dict(exact_counts(config, probe, tuple(settings.resolution)))
+        if cache is None:
+            state.exact[probe.key] = dict(exact_counts(config, probe, tuple(settings.resolution)))
+        else:  # seeded, so that the same probe has the same key every time (counts do not depend on weights)
+            state.exact[probe.key], hit = cached_counts(build_probe(config, probe, settings.seed), shape, cache)
+            state.count_cache("counts", hit)
         save()
     progress(Progress("counting parameters and MACs", len(todo), len(todo)))
 
 
-def make_runner_spec(config: NetworkConfig, settings: MeasureSettings, device: ResolvedDevice, workdir: Path) -> RunnerSpec:
+def make_runner_spec(config: NetworkConfig, settings: MeasureSettings, device: ResolvedDevice, workdir: Path,
+                     build_cache: BuildCache | None = None) -> RunnerSpec:
     h, w = settings.resolution
     return RunnerSpec(
         input_shape=(1, config.in_channels, h, w),
@@ -286,6 +314,7 @@ def make_runner_spec(config: NetworkConfig, settings: MeasureSettings, device: R
         workdir=workdir,
         seed=settings.seed,
         cpu_allocator=settings.cpu_allocator,
+        build_cache=build_cache,
     )
 
 
@@ -433,8 +462,13 @@ def run_measurement(
     resume: bool = False,
     progress: ProgressCallback = lambda p: None,
     workdir: Path | None = None,
+    build_cache: BuildCache | None = None,
 ) -> Profile:
     """Measure a full cost profile and write it to ``out`` (atomically).
+
+    ``build_cache`` (:mod:`casprof.build_cache`) supplies the ONNX exports and parameter/MAC
+    counts made before for the same networks; what it gave is recorded in the profile's
+    ``settings.build_cache``. Nothing timed comes from it.
 
     Raises:
         UserInputError: bad settings, a resolution the network cannot take, a checkpoint
@@ -457,11 +491,11 @@ def run_measurement(
         state.gpu_states.append({"when": "start", **(sample_gpu_state(gpu_index) or {})})
 
     start = time.perf_counter()
-    _exact_metrics(config, probes, settings, state, save, progress)
+    _exact_metrics(config, probes, settings, state, save, progress, build_cache)
     state.add_time("count_params_macs", time.perf_counter() - start)
 
     with tempfile.TemporaryDirectory(prefix="casprof-") as tmp:
-        spec = make_runner_spec(config, settings, device, Path(workdir) if workdir else Path(tmp))
+        spec = make_runner_spec(config, settings, device, Path(workdir) if workdir else Path(tmp), build_cache)
         exported: dict[str, Path] = {}
         for sweep in range(settings.sweeps):
             until = rounds_after_sweep(settings, sweep)
@@ -474,6 +508,10 @@ def run_measurement(
                     start = time.perf_counter()
                     runners = _open_runners(stack, config, [BASELINE, *members], settings, spec, progress, where, exported)
                     state.add_time("prepare_and_warmup", time.perf_counter() - start)
+                    for instances in runners.values():
+                        export = getattr(instances[0], "export_info", None)
+                        if export is not None and build_cache is not None:
+                            state.count_cache("onnx", export.cached)
                     if not state.backend_info:
                         state.backend_info = runners[BASELINE.key][0].info().to_dict()
                     start = time.perf_counter()
@@ -547,7 +585,8 @@ def build_profile(config: NetworkConfig, settings: MeasureSettings, device: Reso
         input_size=tuple(settings.resolution),
         baseline=baseline,
         costs=costs,
-        settings={**settings.to_dict(), "phase_seconds": {k: round(v, 2) for k, v in state.phase_seconds.items()}},
+        settings={**settings.to_dict(), "phase_seconds": {k: round(v, 2) for k, v in state.phase_seconds.items()},
+                  **({"build_cache": state.build_cache} if state.build_cache else {})},
         warnings=tuple(warnings),
         edge_model=EdgeModel(cells),
     )

@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# No build cache unless a test asks for one (tests/test_build_cache.py): every other test, and every
+# subprocess it starts, exports and counts afresh and leaves nothing in ~/.cache.
+os.environ["CASPROF_CACHE_DIR"] = "off"
 
 from casprof.config import NetworkConfig  # noqa: E402
 

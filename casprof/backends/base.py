@@ -20,11 +20,14 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from casprof.backends.cpu_memory import CpuAllocator
+
+if TYPE_CHECKING:  # pragma: no cover
+    from casprof.build_cache import BuildCache
 
 
 class Backend(str, enum.Enum):
@@ -51,6 +54,8 @@ class RunnerSpec:
         seed: seed of the fixed random input.
         cpu_allocator: what the C library does with memory PyTorch frees on the CPU (the torch
             runner on a CPU only; see :mod:`casprof.backends.cpu_memory`).
+        build_cache: where the ONNX Runtime and TensorRT runners find and keep their ONNX exports
+            (:mod:`casprof.build_cache`); None exports every time.
     """
 
     input_shape: tuple[int, int, int, int]
@@ -60,6 +65,7 @@ class RunnerSpec:
     workdir: Path | None = None
     seed: int = 0
     cpu_allocator: CpuAllocator = CpuAllocator.SYSTEM
+    build_cache: BuildCache | None = None
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from casprof._io import ensure_parent_exists, give_usual_permissions
+from casprof.build_cache import BuildCache
 from casprof.errors import BackendUnavailableError, MeasurementError, UserInputError
 
 #: The exporters and the opset each uses by default.
@@ -57,6 +58,8 @@ class ExportInfo:
     sha256: str
     seconds: float
     precision: str = "fp32"
+    #: taken from the build cache (a verified copy of an earlier identical export; ``seconds`` is the copy's)
+    cached: bool = False
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -66,6 +69,7 @@ class ExportInfo:
             "sha256": self.sha256,
             "seconds": self.seconds,
             "precision": self.precision,
+            "cached": self.cached,
         }
 
 
@@ -164,6 +168,7 @@ def export_onnx(
     opset: int | None = None,
     half: bool = False,
     device: str | torch.device | None = None,
+    cache: BuildCache | None = None,
 ) -> ExportInfo:
     """Export ``model`` (in eval mode) to a single self-contained ONNX file at ``path``.
 
@@ -177,6 +182,9 @@ def export_onnx(
         half: export a half-precision copy of the model with a half input (the ONNX then carries
             fp16 itself, as TensorRT's strongly typed networks need). Needs a CUDA ``device``.
         device: where to trace the model (default: where its parameters are).
+        cache: a :class:`~casprof.build_cache.BuildCache`: an identical earlier export (same
+            module and weights, shape, exporter, opset, precision, code and software) is copied
+            from it instead of tracing again (``ExportInfo.cached``), a new one is stored in it.
 
     Raises:
         UserInputError: unknown exporter, bad opset or missing output folder.
@@ -194,6 +202,21 @@ def export_onnx(
     ensure_parent_exists(path)
     dev = _export_device(model, half, device)
     dtype = torch.float16 if half else torch.float32
+
+    key = None
+    if cache is not None:
+        request = {"input_shape": [int(x) for x in input_shape], "exporter": exporter, "opset": opset, "half": half,
+                   "device": dev.type}
+        key = cache.onnx_key(model, request)
+        start = time.perf_counter()
+        if key is not None and cache.fetch_onnx(key, path):
+            try:
+                cached_opset = check_onnx_file(path, exporter)
+            except MeasurementError:
+                path.unlink(missing_ok=True)
+            else:
+                return ExportInfo(path=path, exporter=exporter, opset=cached_opset, sha256=file_sha256(path),
+                                  seconds=time.perf_counter() - start, precision="fp16" if half else "fp32", cached=True)
 
     was_training = model.training
     work = model
@@ -249,7 +272,7 @@ def export_onnx(
         raise
     finally:
         model.train(was_training)
-    return ExportInfo(
+    info = ExportInfo(
         path=path,
         exporter=exporter,
         opset=actual_opset,
@@ -257,6 +280,9 @@ def export_onnx(
         seconds=seconds,
         precision="fp16" if half else "fp32",
     )
+    if cache is not None and key is not None:
+        cache.store_onnx(key, path, info.sha256)
+    return info
 
 
 def _first_line(exc: BaseException) -> str:

@@ -207,6 +207,7 @@ class OnnxRuntimeRunner(Runner):
                 opset=self.opset,
                 half=fp16,
                 device=dev if fp16 else "cpu",
+                cache=self.spec.build_cache,
             )
             self.export_info = info
             self.onnx_path, self.onnx_sha256, self.onnx_opset = info.path, info.sha256, info.opset
@@ -350,6 +351,7 @@ class OnnxRuntimeRunner(Runner):
             "onnx_sha256": self.onnx_sha256,
             "onnx_path": str(self.onnx_path) if self.onnx_path is not None else None,
             "export_seconds": self.export_info.seconds if self.export_info is not None else None,
+            "export_cached": self.export_info.cached if self.export_info is not None else None,
         }
         if dev.type == "cuda" and torch.cuda.is_available():
             details.update(cuda_device_details(dev))

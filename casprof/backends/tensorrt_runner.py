@@ -381,6 +381,7 @@ class TensorRTRunner(Runner):
                 opset=self.opset,
                 half=precision == "fp16",
                 device=dev if precision == "fp16" else "cpu",
+                cache=self.spec.build_cache,
             )
             self.export_info = info
             self.onnx_path, self.onnx_sha256, self.onnx_opset = info.path, info.sha256, info.opset
@@ -524,6 +525,7 @@ class TensorRTRunner(Runner):
             "opset": self.onnx_opset,
             "onnx_sha256": self.onnx_sha256,
             "onnx_path": str(self.onnx_path) if self.onnx_path is not None else None,
+            "export_cached": self.export_info.cached if self.export_info is not None else None,
             "strongly_typed": True,
             "workspace_bytes": self.workspace_bytes,
             "timing_cache": str(self.timing_cache) if self.timing_cache is not None else None,

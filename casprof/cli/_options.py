@@ -39,3 +39,12 @@ NetworkRoundsOpt = Annotated[int, typer.Option("--rounds", help="Timed runs per 
 NetworkSweepsOpt = Annotated[
     int, typer.Option("--sweeps", help="Passes over all blocks of networks that share the rounds (new instances in each).")
 ]
+#: ``casprof measure``, ``fidelity`` and ``calibrate``: ONNX exports and counts made before (never timings).
+BuildCacheOpt = Annotated[
+    bool,
+    typer.Option(
+        "--build-cache/--no-build-cache",
+        help="Reuse the ONNX exports and parameter/MAC counts made before for identical networks (verified copies; "
+             "never timings). Folder: $CASPROF_CACHE_DIR, else ~/.cache/casprof; CASPROF_CACHE_DIR=off disables it.",
+    ),
+]

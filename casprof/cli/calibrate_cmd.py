@@ -10,8 +10,9 @@ import typer
 
 from casprof.calibration import CalibrationForm
 from casprof.cli._app import err_console
-from casprof.cli._options import NetworkRoundsOpt, NetworkSweepsOpt, OutOpt, ProfileOpt, SeedOpt
+from casprof.cli._options import BuildCacheOpt, NetworkRoundsOpt, NetworkSweepsOpt, OutOpt, ProfileOpt, SeedOpt
 from casprof.cli._progress import stage_progress
+from casprof.cli.common import build_cache_for
 from casprof.errors import UserInputError
 from casprof.hardware import detect_hardware
 from casprof.profile import Metric, Profile
@@ -27,6 +28,7 @@ def calibrate(
     rounds: NetworkRoundsOpt = 24,
     sweeps: NetworkSweepsOpt = 2,
     out: OutOpt = None,
+    build_cache: BuildCacheOpt = True,
 ) -> None:
     """Time random derived networks as `casprof fidelity` does and store the profile's latency calibration.
 
@@ -46,12 +48,13 @@ def calibrate(
     p = Profile.load(profile)
     hardware = detect_hardware()
     check_can_measure(p, hardware)
+    cache = build_cache_for(build_cache)
     h, w = p.input_size
     total = networks + settings.leverage_networks
     err_console.print(f"Calibrating [bold]{profile}[/] ({p.device}, {p.backend.name}/{p.backend.precision}, {h}x{w}) "
                       f"on {total} derived networks ({form.value})", highlight=False)
     with stage_progress() as on_progress:
-        cal = run_calibration(p, hardware, settings, progress=on_progress)
+        cal = run_calibration(p, hardware, settings, progress=on_progress, build_cache=cache)
     dataclasses.replace(p, calibration=cal).save(target)
     typer.echo(f"{target}: latency calibration {cal.summary()}; baseline now {cal.baseline_now_ms:.3f} ms vs "
                f"c'_id {p.baseline[Metric.LATENCY_MS.value].value:.3f} ms.")

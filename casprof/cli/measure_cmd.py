@@ -12,9 +12,9 @@ from casprof._io import ensure_parent_exists
 from casprof.backends.base import Backend, Precision
 from casprof.backends.cpu_memory import KEEP_ONLY_TORCH_ON_CPU, CpuAllocator
 from casprof.cli._app import err_console, out_console
-from casprof.cli._options import BackendOpt, CpuAllocatorOpt, DeviceOpt, NetworkOpt, OutOpt, PrecisionOpt, ResolutionOpt, SeedOpt
+from casprof.cli._options import BackendOpt, BuildCacheOpt, CpuAllocatorOpt, DeviceOpt, NetworkOpt, OutOpt, PrecisionOpt, ResolutionOpt, SeedOpt
 from casprof.cli._progress import stage_progress
-from casprof.cli.common import load_network_config
+from casprof.cli.common import build_cache_for, build_cache_line, load_network_config
 from casprof.config import NetworkConfig, parse_resolution
 from casprof.devices import DeviceKind, get_device, resolve_device
 from casprof.display import profile_table
@@ -49,6 +49,7 @@ def measure(
     cpu_allocator: CpuAllocatorOpt = CpuAllocator.SYSTEM,
     network: NetworkOpt = None,
     seed: SeedOpt = 0,
+    build_cache: BuildCacheOpt = True,
     estimate: Annotated[bool, typer.Option("--estimate", help="Do not measure: estimate from the registry's spec-sheet figures (a roofline per kernel); the device need not be present. --device cpu calibrates this CPU's peak rate and bandwidth instead.")] = False,
 ) -> None:
     """Measure c_o = c'_o - c'_id for every operation and cell type into a profile.
@@ -87,6 +88,7 @@ def measure(
         ort_shared_pool=ort_shared_pool,
         cpu_allocator=cpu_allocator,
     )
+    cache = build_cache_for(build_cache)
     h, w = size
     if out is None:
         out = Path("profiles") / f"{resolved.spec.name}-{backend.value}{cpu_allocator.file_tag}-{precision.value}-{h}x{w}.json"
@@ -98,11 +100,15 @@ def measure(
     )
     with stage_progress() as on_progress:
         try:
-            profile = run_measurement(config, settings, resolved, hardware, out=out, resume=resume, progress=on_progress)
+            profile = run_measurement(config, settings, resolved, hardware, out=out, resume=resume, progress=on_progress,
+                                      build_cache=cache)
         except KeyboardInterrupt:
             err_console.print(f"Interrupted; finished rounds are kept in {checkpoint_path(out)}. Resume with --resume.")
             raise typer.Exit(130) from None
     out_console.print(profile_table(profile))
+    line = build_cache_line(profile.settings)
+    if line:
+        err_console.print(line, highlight=False)
     err_console.print(f"Wrote {out}")
 
 
