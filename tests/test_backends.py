@@ -166,6 +166,19 @@ def test_export_torchscript_single_checked_file(exported: ExportInfo, model: nn.
     assert not model.training
 
 
+def test_export_traces_without_autograd_and_writes_the_file_a_plain_export_writes(exported: ExportInfo, model: nn.Module,
+                                                                                   tmp_path: Path) -> None:
+    """The torchscript export runs under no_grad (faster at full size) yet writes the same bytes
+    as torch.onnx.export with autograd on, and leaves the caller's grad mode alone."""
+    plain = tmp_path / "plain.onnx"
+    assert torch.is_grad_enabled()
+    torch.onnx.export(model.eval(), (torch.zeros(SHAPE),), str(plain), dynamo=False, opset_version=17,
+                      input_names=["input"], output_names=["logits"], do_constant_folding=True, verbose=False)
+    assert hashlib.sha256(plain.read_bytes()).hexdigest() == exported.sha256
+    export_onnx(model, SHAPE, tmp_path / "again.onnx")
+    assert torch.is_grad_enabled()
+
+
 @pytest.mark.slow
 def test_export_dynamo_single_checked_file(model: nn.Module, tmp_path: Path, capsys) -> None:
     info = export_onnx(model, SHAPE, tmp_path / "tiny.onnx", exporter="dynamo")
