@@ -34,7 +34,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from casprof._io import atomic_copy, atomic_write_text, file_sha256
 from casprof.errors import UserInputError
 
 #: Environment variables that locate, size or switch off the cache.
@@ -50,14 +50,6 @@ CACHE_DIR_ENV = "CASPROF_CACHE_DIR"
 CACHE_MAX_MB_ENV = "CASPROF_CACHE_MAX_MB"
 DEFAULT_MAX_MB = 4096
 _OFF = {"", "0", "off", "none", "false", "no"}
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @functools.lru_cache(maxsize=1)
@@ -115,16 +107,16 @@ class BuildCache:
         entry, meta = self._paths("onnx", key, ".onnx")
         try:
             recorded = json.loads(meta.read_text())["sha256"]
-            if _file_sha256(entry) != recorded:
+            if file_sha256(entry) != recorded:
                 self._discard(entry, meta)
                 return False
-            _copy_atomic(entry, dest)
-            if _file_sha256(dest) != recorded:
+            atomic_copy(entry, dest)
+            if file_sha256(dest) != recorded:
                 dest.unlink(missing_ok=True)
                 return False
             os.utime(meta)  # most recently used
             return True
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, UserInputError):
             return False
 
     def store_onnx(self, key: str, source: Path, sha256: str) -> None:
@@ -132,9 +124,9 @@ class BuildCache:
         entry, meta = self._paths("onnx", key, ".onnx")
         try:
             entry.parent.mkdir(parents=True, exist_ok=True)
-            _copy_atomic(source, entry)
-            _write_atomic(meta, json.dumps({"sha256": sha256}))
-        except OSError:
+            atomic_copy(source, entry)
+            atomic_write_text(meta, json.dumps({"sha256": sha256}))
+        except (OSError, UserInputError):  # a cache that cannot be written is skipped
             return
         self.prune()
 
@@ -157,8 +149,8 @@ class BuildCache:
         value = count()
         try:
             meta.parent.mkdir(parents=True, exist_ok=True)
-            _write_atomic(meta, json.dumps(value))
-        except OSError:
+            atomic_write_text(meta, json.dumps(value))
+        except (OSError, UserInputError):
             pass
         return value, False
 
@@ -202,30 +194,6 @@ class BuildCache:
     def _discard(*paths: Path) -> None:
         for p in paths:
             p.unlink(missing_ok=True)
-
-
-def _copy_atomic(source: Path, dest: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    try:
-        shutil.copyfile(source, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _write_atomic(dest: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def default_build_cache(environ: Mapping[str, str] | None = None) -> BuildCache | None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import io
 import logging
 import os
@@ -32,7 +31,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from casprof._io import ensure_parent_exists, give_usual_permissions
+from casprof._io import ensure_parent_exists, file_sha256, give_usual_permissions
 from casprof.build_cache import BuildCache
 from casprof.errors import BackendUnavailableError, MeasurementError, UserInputError
 
@@ -76,15 +75,6 @@ class ExportInfo:
 # --------------------------------------------------------------------------------------------
 # Small helpers (also used by the runners for ONNX files they did not export)
 # --------------------------------------------------------------------------------------------
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's bytes, as hex."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def onnx_opset(model_proto: object) -> int:
