@@ -121,13 +121,14 @@ def test_a_second_measurement_takes_exports_and_counts_from_the_cache(tmp_path: 
     networks = a["settings"]["build_cache"]["onnx"]["built"]
     assert a["settings"]["build_cache"] == {"counts": {"cached": 0, "built": networks}, "onnx": {"cached": 0, "built": networks}}
     assert a["backend"]["details"]["export_cached"] is False
+    assert f"Kept in the build cache {cache} for later measurements of the same networks: {networks} counts" in " ".join(first.stderr.split())
     second = _cli(*args, "--out", str(tmp_path / "b.json"), cwd=tmp_path, cache=str(cache))
     assert second.returncode == 0, second.stderr
     b = json.loads((tmp_path / "b.json").read_text())
     assert b["settings"]["build_cache"] == {"counts": {"cached": networks, "built": 0}, "onnx": {"cached": networks, "built": 0}}
     assert b["backend"]["details"]["export_cached"] is True
     assert b["backend"]["details"]["onnx_sha256"] == a["backend"]["details"]["onnx_sha256"]
-    assert f"From the build cache (built before, verified; nothing timed): {networks} of {networks} counts" in second.stderr
+    assert f"From the build cache (built before, verified; nothing timed): {networks} of {networks} counts" in " ".join(second.stderr.split())
     for t, ops in a["costs"].items():  # same exact counts, latencies measured afresh
         for op, metrics in ops.items():
             assert b["costs"][t][op]["macs"] == metrics["macs"] and b["costs"][t][op]["params"] == metrics["params"]

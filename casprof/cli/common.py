@@ -24,11 +24,14 @@ def build_cache_for(enabled: bool) -> BuildCache | None:
     return default_build_cache() if enabled else None
 
 
-def build_cache_line(profile_settings: dict[str, object]) -> str | None:
-    """One sentence on what a measurement took from the build cache (None if it used none)."""
+def build_cache_line(profile_settings: dict[str, object], cache: BuildCache | None) -> str | None:
+    """One sentence on what a measurement took from (or left in) the build cache; None without one."""
     got = profile_settings.get("build_cache")
-    if not isinstance(got, dict) or not got:
+    if cache is None or not isinstance(got, dict) or not got:
         return None
-    parts = [f"{v.get('cached', 0)} of {v.get('cached', 0) + v.get('built', 0)} {k}" for k, v in sorted(got.items())
-             if isinstance(v, dict)]
+    kinds = {k: v for k, v in sorted(got.items()) if isinstance(v, dict)}
+    if not any(v.get("cached", 0) for v in kinds.values()):
+        built = ", ".join(f"{v.get('built', 0)} {k}" for k, v in kinds.items())
+        return f"Kept in the build cache {cache.root} for later measurements of the same networks: {built}."
+    parts = [f"{v.get('cached', 0)} of {v.get('cached', 0) + v.get('built', 0)} {k}" for k, v in kinds.items()]
     return "From the build cache (built before, verified; nothing timed): " + ", ".join(parts) + "."

@@ -106,7 +106,7 @@ def measure(
             err_console.print(f"Interrupted; finished rounds are kept in {checkpoint_path(out)}. Resume with --resume.")
             raise typer.Exit(130) from None
     out_console.print(profile_table(profile))
-    line = build_cache_line(profile.settings)
+    line = build_cache_line(profile.settings, cache)
     if line:
         err_console.print(line, highlight=False)
     err_console.print(f"Wrote {out}")
