@@ -102,22 +102,21 @@ class BuildCache:
         digest = model_digest(model)
         return None if digest is None else _key("onnx", digest, request)
 
-    def fetch_onnx(self, key: str, dest: Path) -> bool:
-        """Copy the cached export ``key`` to ``dest`` (atomically) if it is there and intact."""
+    def fetch_onnx(self, key: str, dest: Path) -> str | None:
+        """Copy the cached export ``key`` to ``dest`` (atomically) if it is there and intact;
+        returns its SHA-256 (verified on the copy, so one hash checks both), or None."""
         entry, meta = self._paths("onnx", key, ".onnx")
         try:
             recorded = json.loads(meta.read_text())["sha256"]
-            if file_sha256(entry) != recorded:
-                self._discard(entry, meta)
-                return False
             atomic_copy(entry, dest)
             if file_sha256(dest) != recorded:
                 dest.unlink(missing_ok=True)
-                return False
+                self._discard(entry, meta)
+                return None
             os.utime(meta)  # most recently used
-            return True
+            return str(recorded)
         except (OSError, ValueError, KeyError, TypeError, UserInputError):
-            return False
+            return None
 
     def store_onnx(self, key: str, source: Path, sha256: str) -> None:
         """Keep a copy of the export ``source`` (whose SHA-256 is ``sha256``) under ``key``."""

@@ -199,13 +199,14 @@ def export_onnx(
                    "device": dev.type}
         key = cache.onnx_key(model, request)
         start = time.perf_counter()
-        if key is not None and cache.fetch_onnx(key, path):
+        sha256 = cache.fetch_onnx(key, path) if key is not None else None
+        if sha256 is not None:
             try:
                 cached_opset = check_onnx_file(path, exporter)
             except MeasurementError:
                 path.unlink(missing_ok=True)
             else:
-                return ExportInfo(path=path, exporter=exporter, opset=cached_opset, sha256=file_sha256(path),
+                return ExportInfo(path=path, exporter=exporter, opset=cached_opset, sha256=sha256,
                                   seconds=time.perf_counter() - start, precision="fp16" if half else "fp32", cached=True)
 
     was_training = model.training
