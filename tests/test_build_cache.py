@@ -10,9 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from casprof.backends.onnx_export import export_onnx
 from casprof.build_cache import BuildCache, default_build_cache, model_digest, software_digest
+from casprof.cli.app import app
 from casprof.errors import UserInputError
 from casprof.measure import cached_counts, network_counts
 from casprof.probes import BASELINE, Probe, build_probe
@@ -136,3 +138,14 @@ def test_a_second_measurement_takes_exports_and_counts_from_the_cache(tmp_path: 
     assert off.returncode == 0, off.stderr
     c = json.loads((tmp_path / "c.json").read_text())
     assert "build_cache" not in c["settings"] and c["backend"]["details"]["export_cached"] is False
+
+
+@pytest.mark.parametrize("command", [["measure", "--device", "cpu"], ["fidelity", "--profile", "P"], ["calibrate", "--profile", "P"]])
+def test_a_bad_cache_size_is_one_sentence_and_exit_2(command: list[str], tmp_path: Path, tiny_profile_path: Path) -> None:
+    args = [str(tiny_profile_path) if a == "P" else a for a in command]
+    out = tmp_path / "written.json"
+    result = CliRunner().invoke(app, [*args, "--out", str(out)] if command[0] != "fidelity" else args,
+                                env={"CASPROF_CACHE_DIR": str(tmp_path / "cache"), "CASPROF_CACHE_MAX_MB": "lots"})
+    assert result.exit_code == 2, result.output
+    assert "CASPROF_CACHE_MAX_MB='lots' is not a size in MB" in result.output and "Traceback" not in result.output
+    assert not out.exists() and not (tmp_path / "cache").exists()
