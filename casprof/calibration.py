@@ -411,9 +411,10 @@ def run_calibration(profile: Profile, hardware: HardwareFingerprint, settings: C
     Raises:
         UserInputError: an estimated profile, or one made on other hardware.
         BackendUnavailableError: the profile's backend cannot run here.
+        MeasurementError: a network's anchored latency came out not positive (timing noise at a tiny size).
     """
     from casprof.fidelity import (anchored_ms, check_can_measure, derived_networks, measure_settings_of, network_blocks,
-                                  time_blocks)
+                                  require_resolved, time_blocks)
     from casprof.predict import predict
     from casprof.profile import Metric
 
@@ -429,6 +430,8 @@ def run_calibration(profile: Profile, hardware: HardwareFingerprint, settings: C
     networks = []
     for s, (kind, g) in genotypes.items():
         predicted = predict(bare, g)[lat].value
-        measured = anchored_ms(base, got.times[f"calibration-{s}"], got.brackets[f"calibration-{s}"])
+        times, brackets = got.times[f"calibration-{s}"], got.brackets[f"calibration-{s}"]
+        require_resolved(f"calibration-{s}", base, times, brackets, per_instance=False)  # the fit uses the median only
+        measured = anchored_ms(base, times, brackets)
         networks.append(CalibrationNetwork(s, predicted, measured, kind, predicted - base))
     return Calibration.fit(settings.form, networks, settings.to_dict(), float(np.median(got.baseline)))

@@ -56,7 +56,7 @@ from casprof.backends.cpu_memory import CpuAllocator
 from casprof.backends.onnxruntime_runner import SHARED_POOL
 from casprof.build_cache import BuildCache
 from casprof.devices import resolve_device
-from casprof.errors import UserInputError
+from casprof.errors import MeasurementError, UserInputError
 from casprof.fidelity_metrics import Agreement, LinearFit, agreement, proxy_agreement, retest_error, retest_kendall_tau
 from casprof.genotype import Genotype, random_genotype, uniform_genotype
 from casprof.hardware import HardwareFingerprint
@@ -242,9 +242,43 @@ def ratio_anchored_ms(baseline_ms: float, times: Sequence[Sequence[float]], brac
     return baseline_ms * float(np.median([t / b for ts, bs in zip(times, brackets) for t, b in zip(ts, bs)]))
 
 
+def require_resolved(name: str, baseline_ms: float, times: Sequence[Sequence[float]],
+                     brackets: Sequence[Sequence[float]], *, per_instance: bool = True) -> None:
+    """Refuse a network whose anchored latency (overall and, with ``per_instance``, that of each
+    instance, the test-retest halves) is not positive.
+
+    Relative errors against such a value are undefined. It takes a network that ran faster than
+    its bracketing baseline runs by at least the profile's whole c'_id: at a real resolution that
+    does not happen; at a tiny one a derived network can be cheaper than the all-identity baseline
+    network (fewer edges), and one slow baseline run, or the machine slowing down since the
+    profile (which the anchored measure leaves on the difference), brings it there.
+
+    Raises:
+        MeasurementError: one sentence naming the network, its anchored time and how it came about.
+    """
+    halves = [(f" on instance {i + 1}", times[i:i + 1], brackets[i:i + 1]) for i in range(len(times)) if times[i]]
+    for label, runs, bracket in [("", times, brackets), *(halves if per_instance else [])]:
+        value = anchored_ms(baseline_ms, runs, bracket)
+        if value <= 0:
+            count = sum(len(ts) for ts in runs)
+            around = float(np.median([b for bs in bracket for b in bs]))
+            raise MeasurementError(
+                f"Network '{name}' measured {value:.4g} ms{label} after anchoring (the profile's c'_id {baseline_ms:.4g} ms "
+                f"+ a median difference of {value - baseline_ms:.4g} ms from its bracketing baseline runs over {count} "
+                f"run(s), the baseline network taking {around:.4g} ms around it): its time is within the noise or drift "
+                "of the baseline network's, so relative errors against it are undefined; run again with more --rounds, "
+                "or check a profile made at a larger resolution."
+            )
+
+
 def network_result(candidate: Candidate, predicted: float, uniform: float | None, baseline_ms: float,
                    times: tuple[list[float], ...], brackets: tuple[list[float], ...], exact: tuple[float, float]) -> NetworkResult:
-    """Anchored and raw figures of one network from its per-instance times and brackets."""
+    """Anchored and raw figures of one network from its per-instance times and brackets.
+
+    Raises:
+        MeasurementError: an anchored figure is not positive (:func:`require_resolved`).
+    """
+    require_resolved(candidate.name, baseline_ms, times, brackets)
     first, second = times
     return NetworkResult(
         name=candidate.name,
@@ -478,6 +512,7 @@ def run_fidelity(
     Raises:
         UserInputError: an estimated profile, or one made on other hardware.
         BackendUnavailableError: the profile's backend cannot run here.
+        MeasurementError: a network's anchored latency came out not positive (timing noise at a tiny size).
     """
     check_can_measure(profile, hardware)
     check_held_out(profile, settings)

@@ -43,7 +43,7 @@ CASPROF = str(Path(sys.executable).with_name("casprof"))
 
 
 def _calibrate(profile: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([CASPROF, "calibrate", "--profile", str(profile), "--networks", "3", "--rounds", "2",
+    proc = subprocess.run([CASPROF, "calibrate", "--profile", str(profile), "--networks", "3", "--rounds", "4",
                            "--sweeps", "1", "--out", str(out), *extra], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr
@@ -52,7 +52,7 @@ def _calibrate(profile: Path, out: Path, *extra: str) -> subprocess.CompletedPro
 
 @pytest.fixture(scope="module")
 def calibrated_path(tiny_profile_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny profile calibrated through the console script (affine: 3 random + 4 leverage networks, 2 rounds, 1 sweep)."""
+    """The tiny profile calibrated through the console script (affine: 3 random + 4 leverage networks, 4 rounds, 1 sweep)."""
     out = tmp_path_factory.mktemp("calibrated") / "tiny-calibrated.json"
     before = tiny_profile_path.read_bytes()
     proc = _calibrate(tiny_profile_path, out, "--form", "affine")
@@ -215,7 +215,7 @@ def test_a_schema_3_offset_block_still_loads_and_is_written_as_schema_4(tmp_path
 
 def test_calibrating_a_calibrated_profile_starts_from_the_bare_prediction(calibrated_path: Path) -> None:
     p = Profile.load(calibrated_path)
-    again = run_calibration(p, detect_hardware(), CalibrationSettings(networks=3, rounds=2, sweeps=1, seed=1,
+    again = run_calibration(p, detect_hardware(), CalibrationSettings(networks=3, rounds=4, sweeps=1, seed=1,
                                                                       form=CalibrationForm.OFFSET))
     bare = dataclasses.replace(p, calibration=None)
     assert len(again.networks) == 3
@@ -292,7 +292,7 @@ def test_fidelity_refuses_to_check_on_the_calibration_networks(calibrated_path: 
     overlapping.write_text(json.dumps(raw))
     result = runner.invoke(app, ["fidelity", "--profile", str(overlapping), "--samples", "5", "--rounds", "2"])
     assert result.exit_code == 2 and "reuse 1 of the profile's calibration networks" in result.output
-    ok = runner.invoke(app, ["fidelity", "--profile", str(calibrated_path), "--samples", "5", "--rounds", "2",
+    ok = runner.invoke(app, ["fidelity", "--profile", str(calibrated_path), "--samples", "5", "--rounds", "6",
                              "--sweeps", "1", "--no-extremes", "--no-retime-structure"])
     assert ok.exit_code == 0, ok.output
     assert "| same profile without its calibration |" in ok.output

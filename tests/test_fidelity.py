@@ -122,7 +122,7 @@ def test_fidelity_refuses_a_missing_report_folder(tiny_profile_path: Path, tmp_p
 def test_fidelity_console_script_measures_and_reports(tiny_profile_path: Path, tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     exe = Path(sys.executable).with_name("casprof")
-    cmd = [str(exe), "fidelity", "--profile", str(tiny_profile_path), "--samples", "5", "--rounds", "2",
+    cmd = [str(exe), "fidelity", "--profile", str(tiny_profile_path), "--samples", "5", "--rounds", "6",
            "--seed", "1", "--retime-structure", "--report", str(tmp_path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -132,7 +132,7 @@ def test_fidelity_console_script_measures_and_reports(tiny_profile_path: Path, t
     nets = report["networks"]
     assert len(nets) == 7 and {n["name"] for n in nets} >= {"all-cheapest", "all-most-expensive"}
     for n in nets:
-        assert len(n["samples_ms"][0]) == 1 and len(n["samples_ms"][1]) == 1  # 2 rounds alternate instances
+        assert len(n["samples_ms"][0]) == 3 and len(n["samples_ms"][1]) == 3  # 6 rounds alternate instances
         assert n["measured_ms"] > 0 and n["macs"] > 0 and n["params"] > 0
         assert math.isclose(n["error_pct"], 100 * (n["predicted_ms"] - n["measured_ms"]) / n["measured_ms"])
         diffs = [t - b for ts, bs in zip(n["samples_ms"], n["brackets_ms"]) for t, b in zip(ts, bs)]
@@ -157,7 +157,7 @@ def test_fidelity_console_script_measures_and_reports(tiny_profile_path: Path, t
     terms = report["structure_terms"]
     assert len(terms) == 3 * len(Profile.load(tiny_profile_path).edge_model.cells)  # type: ignore[union-attr]
     for t in terms:
-        assert len(t["now_samples_ms"]) == 2 and math.isclose(t["now_ms"], statistics.median(t["now_samples_ms"]))
+        assert len(t["now_samples_ms"]) == 6 and math.isclose(t["now_ms"], statistics.median(t["now_samples_ms"]))
         assert math.isclose(t["change_ms"], t["now_ms"] - t["profile_ms"])
     shifts = [100 * (n["predicted_structure_now_ms"] - n["predicted_ms"]) / n["predicted_ms"] for n in nets]
     assert math.isclose(s["structure_shift_pct"], statistics.mean(shifts))
@@ -165,7 +165,7 @@ def test_fidelity_console_script_measures_and_reports(tiny_profile_path: Path, t
 
 
 def test_fidelity_without_retiming_the_structure(tiny_profile_path: Path) -> None:
-    result = runner.invoke(app, ["fidelity", "--profile", str(tiny_profile_path), "--samples", "5", "--rounds", "2",
+    result = runner.invoke(app, ["fidelity", "--profile", str(tiny_profile_path), "--samples", "5", "--rounds", "6",
                                  "--no-extremes", "--no-retime-structure"])
     assert result.exit_code == 0, result.output
     assert "| profile (c'_id + Σ edge costs) |" in result.output
@@ -213,15 +213,15 @@ def test_networks_are_timed_in_blocks_that_cover_every_candidate(tiny_profile_pa
     with pytest.raises(Exception, match="At least one baseline instance"):
         FidelitySettings(samples=5, baseline_instances=0)
     p = Profile.load(tiny_profile_path)
-    settings = FidelitySettings(samples=5, seed=1, rounds=2, block_size=3)  # structure not re-timed by default
+    settings = FidelitySettings(samples=5, seed=1, rounds=6, block_size=3)  # structure not re-timed by default
     report = run_fidelity(p, detect_hardware(), settings)
     names = [c.name for c in draw_candidates(p, settings)]
     assert [r.name for r in report.networks] == names  # 7 networks in blocks of 3, 3 and 1
-    # every network timed in both halves: the raw medians are real times; the anchored ones
-    # (c'_id + one run minus its bracket) may fall below 0 for a tiny network in a noisy moment
+    # every network timed in both halves: real times, and anchored ones above 0 (else the check refuses)
     assert all(r.raw_first_ms is not None and r.raw_first_ms > 0 and r.raw_second_ms is not None and r.raw_second_ms > 0
                for r in report.networks)
-    assert all(math.isfinite(r.first_ms) and math.isfinite(r.second_ms) for r in report.networks)
+    assert all(r.first_ms > 0 and r.second_ms > 0 and len(r.samples_ms[0]) == len(r.samples_ms[1]) == 3
+               for r in report.networks)
     # not re-timed: no structure block, no diagnostic row, nothing in the JSON
     assert report.structure == () and report.structure_agreement is None and report.structure_shift_pct is None
     assert report.to_dict()["structure_terms"] == [] and "structure terms timed now" not in report_markdown(report)
@@ -259,18 +259,18 @@ def test_every_block_is_measured_once_per_sweep(tiny_profile_path: Path) -> None
 
     stages: list[str] = []
     p = Profile.load(tiny_profile_path)
-    settings = FidelitySettings(samples=5, seed=1, rounds=4, block_size=4, sweeps=2, retime_structure=True)
+    settings = FidelitySettings(samples=5, seed=1, rounds=8, block_size=4, sweeps=2, retime_structure=True)
     report = run_fidelity(p, detect_hardware(), settings, progress=lambda e: stages.append(e.stage))
     blocks = list(dict.fromkeys(s[s.index("(") + 1:s.index(")")] for s in stages if s.startswith("warming up")))
     assert blocks == ["block 1/2, sweep 1/2", "block 2/2, sweep 1/2", "structure probes, sweep 1/2",
                       "block 1/2, sweep 2/2", "block 2/2, sweep 2/2", "structure probes, sweep 2/2"]
-    assert all(len(r.samples_ms[0]) == len(r.samples_ms[1]) == 2 for r in report.networks)  # 4 rounds, 2 instances
+    assert all(len(r.samples_ms[0]) == len(r.samples_ms[1]) == 4 for r in report.networks)  # 8 rounds, 2 instances
     assert report.settings["sweeps"] == 2 and report.settings["retime_structure"] is True
-    # the structure probes were timed in the same rounds: every term of the profile's edge model, 4 samples each
+    # the structure probes were timed in the same rounds: every term of the profile's edge model, 8 samples each
     assert p.edge_model is not None
     assert [t.probe.key for t in report.structure] == [
         f"{c}/identity@{v}" for c in p.edge_model.cells for v in ("inputs_only", "rest_on_input0", "rest_on_input1")]
-    assert all(t.now.measurement is not None and t.now.measurement.n == 4 for t in report.structure)
+    assert all(t.now.measurement is not None and t.now.measurement.n == 8 for t in report.structure)
     assert all(t.profile is p.edge_model.cells[t.probe.cell_type].inputs_only["latency_ms"]
                for t in report.structure if t.probe.variant.value == "inputs_only")
     assert report.structure_agreement is not None and all(r.structure_now_ms is not None for r in report.networks)
@@ -278,3 +278,56 @@ def test_every_block_is_measured_once_per_sweep(tiny_profile_path: Path) -> None
     assert len(d["structure_terms"]) == len(report.structure) and d["summary"]["structure_now"]["n"] == len(report.networks)
     md = report_markdown(report)
     assert "diagnostic: same profile, structure terms timed now" in md and f"| {report.structure[0].probe.key} |" in md
+
+
+def test_a_network_that_ran_faster_than_its_brackets_by_c_id_is_refused() -> None:
+    """Relative errors against an anchored latency <= 0 are undefined: one sentence, not a number."""
+    from casprof.errors import MeasurementError
+    from casprof.fidelity import Candidate, network_result, require_resolved
+    from casprof.genotype import random_genotype
+
+    from tests.conftest import TINY
+
+    require_resolved("n", 1.0, ([2.0, 2.0], [2.0]), ([2.5, 2.5], [2.5]))  # 0.5 ms overall and per instance
+    # overall 1 + median(-0.5, -0.5, -0.5, -1.5) = 0.5 ms, but instance 2 alone 1 - 1.5 = -0.5 ms
+    with pytest.raises(MeasurementError, match=r"Network 'n' measured -0\.5 ms on instance 2 after anchoring .* "
+                                               r"-1\.5 ms from its bracketing baseline runs over 1 run\(s\), the baseline "
+                                               r"network taking 3\.5 ms around it\)"):
+        require_resolved("n", 1.0, ([2.0, 2.0, 2.0], [2.0]), ([2.5, 2.5, 2.5], [3.5]))
+    require_resolved("n", 1.0, ([2.0, 2.0, 2.0], [2.0]), ([2.5, 2.5, 2.5], [3.5]), per_instance=False)  # the median only
+    with pytest.raises(MeasurementError, match=r"measured -0\.25 ms after anchoring"):  # 1 + median(-1, -1.5)
+        require_resolved("n", 1.0, ([2.0], [2.0]), ([3.0], [3.5]), per_instance=False)
+    with pytest.raises(MeasurementError, match="Network 'm' measured 0 ms after anchoring"):  # exactly 0 is refused too
+        network_result(Candidate("m", random_genotype(0, TINY)), predicted=7.0, uniform=None, baseline_ms=1.0,
+                       times=([2.0], [2.0]), brackets=([3.0], [3.0]), exact=(1e9, 1e6))
+
+
+def _slow_brackets(monkeypatch: pytest.MonkeyPatch, by_ms: float) -> None:
+    """Time the networks for real, then lengthen every bracket by ``by_ms`` (a slow spell of the
+    baseline runs, which no real run can be made to have on purpose)."""
+    import casprof.fidelity as fidelity
+
+    real = fidelity.time_blocks
+
+    def slowed(*args, **kwargs):  # type: ignore[no-untyped-def]
+        got = real(*args, **kwargs)
+        got.brackets.update({k: tuple([b + by_ms for b in bs] for bs in v) for k, v in got.brackets.items()})
+        return got
+
+    monkeypatch.setattr(fidelity, "time_blocks", slowed)
+
+
+@pytest.mark.parametrize("command", ["fidelity", "calibrate"])
+def test_a_network_swamped_by_its_brackets_exits_1_with_one_sentence_and_writes_nothing(
+        tiny_profile_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str) -> None:
+    _slow_brackets(monkeypatch, by_ms=10 * Profile.load(tiny_profile_path).baseline["latency_ms"].value)
+    out = tmp_path / "out"
+    out.mkdir()
+    args = (["--samples", "5", "--report", str(out)] if command == "fidelity"
+            else ["--networks", "3", "--out", str(out / "calibrated.json")])
+    result = runner.invoke(app, [command, "--profile", str(tiny_profile_path), "--rounds", "2", "--sweeps", "1",
+                                 "--no-retime-structure" if command == "fidelity" else "--form=offset", *args])
+    assert result.exit_code == 1, result.output
+    assert "Error: Network '" in result.output and "after anchoring" in result.output and "more --rounds" in result.output
+    assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)  # the CLI's exit, not the error
+    assert list(out.iterdir()) == []
