@@ -194,7 +194,10 @@ def _lad_lines(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     dx = x[:, j] - x[:, i]
     with np.errstate(divide="ignore", invalid="ignore"):
         b = np.where(dx != 0, (y[:, j] - y[:, i]) / dx, np.nan)
-    a = y[:, i] - b * x[:, i]
+        # the intercept in a form symmetric in the two points (y_i - b x_i is not): a resample that holds
+        # the same pair in the other order gets the same bits, so the point estimate never falls an ulp
+        # outside its own bootstrap interval
+        a = np.where(dx != 0, (y[:, i] * x[:, j] - y[:, j] * x[:, i]) / dx, np.nan)
     cost = np.abs(y[:, None, :] - a[:, :, None] - b[:, :, None] * x[:, None, :]).sum(axis=2)
     cost = np.where(np.isnan(cost), np.inf, cost)
     best = cost.argmin(axis=1)

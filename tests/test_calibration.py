@@ -43,7 +43,7 @@ CASPROF = str(Path(sys.executable).with_name("casprof"))
 
 
 def _calibrate(profile: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([CASPROF, "calibrate", "--profile", str(profile), "--networks", "3", "--rounds", "4",
+    proc = subprocess.run([CASPROF, "calibrate", "--profile", str(profile), "--networks", "3", "--rounds", "8",
                            "--sweeps", "1", "--out", str(out), *extra], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr
@@ -52,7 +52,7 @@ def _calibrate(profile: Path, out: Path, *extra: str) -> subprocess.CompletedPro
 
 @pytest.fixture(scope="module")
 def calibrated_path(tiny_profile_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny profile calibrated through the console script (affine: 3 random + 4 leverage networks, 4 rounds, 1 sweep)."""
+    """The tiny profile calibrated through the console script (affine: 3 random + 4 leverage networks, 8 rounds, 1 sweep)."""
     out = tmp_path_factory.mktemp("calibrated") / "tiny-calibrated.json"
     before = tiny_profile_path.read_bytes()
     proc = _calibrate(tiny_profile_path, out, "--form", "affine")
@@ -102,6 +102,16 @@ def test_lad_line_is_exact_on_a_line_and_ignores_one_wild_point() -> None:
     assert lad_line(x, y) == pytest.approx((2.0, 0.5))
     with pytest.raises(ValueError, match="different x"):
         lad_line([1.0, 1.0, 1.0], [1.0, 2.0, 3.0])
+
+
+def test_lad_line_does_not_depend_on_the_order_of_the_points_to_the_last_bit() -> None:
+    """A bootstrap resample holds the same points in another order; its line must be the same floats, or the
+    point estimate can sit an ulp outside its own 95 % interval (seen on 7 networks: 6-9 % of fits)."""
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        x, y = rng.uniform(0.0, 50.0, 7), rng.uniform(-5.0, 60.0, 7)
+        perm = rng.permutation(7)
+        assert lad_line(x, y) == lad_line(x[perm], y[perm])  # exact, not approx
 
 
 def test_bootstrap_intervals_hold_the_fit_and_resample_within_kinds() -> None:
@@ -159,6 +169,7 @@ def test_affine_fit_predicts_offset_plus_factor_on_the_operations_part(calibrate
     y = np.array([n.measured_ms for n in cal.networks]) - c_id
     assert (cal.offset, cal.factor) == pytest.approx(lad_line(x, y))
     assert cal.offset_ci95[0] <= cal.offset <= cal.offset_ci95[1] and cal.factor_ci95[0] <= cal.factor <= cal.factor_ci95[1]
+    assert (cal.offset_ci95, cal.factor_ci95) == bootstrap_lad(x, y, [n.kind.value for n in cal.networks])
     for k in range(4):
         g = random_genotype(k, bare.network)
         a, b = predict(bare, g), predict(cal_profile, g)

@@ -124,7 +124,7 @@ def test_fidelity_console_script_measures_and_reports(tiny_profile_path: Path, t
     exe = Path(sys.executable).with_name("casprof")
     cmd = [str(exe), "fidelity", "--profile", str(tiny_profile_path), "--samples", "5", "--rounds", "6",
            "--seed", "1", "--retime-structure", "--report", str(tmp_path)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "| profile (c'_id + Σ edge costs) |" in proc.stdout and "Test-retest error" in proc.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fidelity.json", "fidelity.md", "fidelity.png"]
@@ -213,10 +213,12 @@ def test_networks_are_timed_in_blocks_that_cover_every_candidate(tiny_profile_pa
     with pytest.raises(Exception, match="At least one baseline instance"):
         FidelitySettings(samples=5, baseline_instances=0)
     p = Profile.load(tiny_profile_path)
-    settings = FidelitySettings(samples=5, seed=1, rounds=6, block_size=3)  # structure not re-timed by default
+    # no extremes: the all-cheapest network, cheaper than the baseline at this tiny size, is the one a slow
+    # spell can take below 0 ms (a refusal, tested on its own); the console-script test keeps them
+    settings = FidelitySettings(samples=7, seed=1, rounds=6, block_size=3, extremes=False)  # structure not re-timed
     report = run_fidelity(p, detect_hardware(), settings)
     names = [c.name for c in draw_candidates(p, settings)]
-    assert [r.name for r in report.networks] == names  # 7 networks in blocks of 3, 3 and 1
+    assert [r.name for r in report.networks] == names and len(names) == 7  # in blocks of 3, 3 and 1
     # every network timed in both halves: real times, and anchored ones above 0 (else the check refuses)
     assert all(r.raw_first_ms is not None and r.raw_first_ms > 0 and r.raw_second_ms is not None and r.raw_second_ms > 0
                for r in report.networks)
@@ -259,7 +261,7 @@ def test_every_block_is_measured_once_per_sweep(tiny_profile_path: Path) -> None
 
     stages: list[str] = []
     p = Profile.load(tiny_profile_path)
-    settings = FidelitySettings(samples=5, seed=1, rounds=8, block_size=4, sweeps=2, retime_structure=True)
+    settings = FidelitySettings(samples=7, seed=1, rounds=8, block_size=4, sweeps=2, retime_structure=True, extremes=False)
     report = run_fidelity(p, detect_hardware(), settings, progress=lambda e: stages.append(e.stage))
     blocks = list(dict.fromkeys(s[s.index("(") + 1:s.index(")")] for s in stages if s.startswith("warming up")))
     assert blocks == ["block 1/2, sweep 1/2", "block 2/2, sweep 1/2", "structure probes, sweep 1/2",
