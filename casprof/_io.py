@@ -11,14 +11,20 @@ from pathlib import Path
 from collections.abc import Mapping
 from typing import Any
 
-from casprof.errors import UserInputError
+from casprof.errors import UserInputError, WriteError
 
 
 def ensure_parent_exists(path: Path) -> None:
-    """Refuse an output path whose folder does not exist."""
-    parent = path.expanduser().resolve().parent
+    """Refuse an output path that cannot take a file: a missing or read-only folder, or a folder
+    in the file's place (checked before any work, so that no run is lost at its end)."""
+    target = Path(path).expanduser().resolve()
+    parent = target.parent
     if not parent.is_dir():
         raise UserInputError(f"The output folder {parent} does not exist.")
+    if target.is_dir():
+        raise UserInputError(f"The output path {target} is a folder; give the name of a file in it.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserInputError(f"The output folder {parent} is not writable.")
 
 
 def _umask() -> int:
@@ -36,7 +42,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename)."""
     path = Path(path)
     ensure_parent_exists(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise WriteError(f"Cannot write {path} ({exc.strerror or exc.__class__.__name__}).") from None
     try:
         give_usual_permissions(tmp)
         with os.fdopen(fd, "wb") as fh:
@@ -44,6 +53,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise WriteError(f"Cannot write {path} ({exc.strerror or exc.__class__.__name__}); nothing was written.") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -53,12 +65,18 @@ def atomic_copy(source: Path, dest: Path) -> None:
     """Copy ``source`` to ``dest`` atomically (temporary file in ``dest``'s folder, then rename)."""
     dest = Path(dest)
     ensure_parent_exists(dest)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    except OSError as exc:
+        raise WriteError(f"Cannot write {dest} ({exc.strerror or exc.__class__.__name__}).") from None
     os.close(fd)
     try:
         give_usual_permissions(tmp)
         shutil.copyfile(source, tmp)
         os.replace(tmp, dest)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise WriteError(f"Cannot write {dest} ({exc.strerror or exc.__class__.__name__}); nothing was written.") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -45,6 +45,9 @@ from torch import nn
 from casprof._io import atomic_copy, atomic_write_text, file_sha256
 from casprof.errors import UserInputError
 
+#: What a counts entry must hold to be used (an older or damaged entry is counted again).
+COUNTED_METRICS = ("params", "macs")
+
 #: Environment variables that locate, size or switch off the cache.
 CACHE_DIR_ENV = "CASPROF_CACHE_DIR"
 CACHE_MAX_MB_ENV = "CASPROF_CACHE_MAX_MB"
@@ -140,7 +143,8 @@ class BuildCache:
         _, meta = self._paths("counts", key, ".json")
         try:
             got = json.loads(meta.read_text())
-            if isinstance(got, dict) and got and all(isinstance(v, (int, float)) for v in got.values()):
+            if (isinstance(got, dict) and set(got) >= set(COUNTED_METRICS)
+                    and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in got.values())):
                 os.utime(meta)
                 return {k: float(v) for k, v in got.items()}, True
         except (OSError, ValueError):
@@ -156,7 +160,13 @@ class BuildCache:
     # -- housekeeping -------------------------------------------------------------------------
     def size_bytes(self) -> int:
         """Bytes the cache's files take."""
-        return sum(p.stat().st_size for p in self._files())
+        total = 0
+        for p in self._files():
+            try:
+                total += p.stat().st_size
+            except FileNotFoundError:  # removed meanwhile by another process sharing the cache
+                pass
+        return total
 
     def prune(self) -> None:
         """Remove the least recently used entries until the cache fits ``max_bytes``."""
@@ -164,7 +174,10 @@ class BuildCache:
         for p in self._files():
             stem = p.parent / p.name.split(".")[0]
             used, size, files = entries.get(stem, (0.0, 0, []))
-            st = p.stat()
+            try:
+                st = p.stat()
+            except FileNotFoundError:  # another process sharing the cache removed it meanwhile
+                continue
             entries[stem] = (max(used, st.st_mtime), size + st.st_size, [*files, p])
         total = sum(size for _, size, _ in entries.values())
         for _, size, files in sorted(entries.values(), key=lambda e: e[0]):

@@ -332,13 +332,19 @@ class Calibration:
             raise UserInputError("The profile's calibration block needs an offset and a list of networks.")
         try:
             networks = tuple(CalibrationNetwork.from_dict(n) for n in d["networks"])
-        except (KeyError, TypeError, ValueError, AttributeError):
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
             raise UserInputError("The profile's calibration networks need a seed, predicted_ms and measured_ms each "
                                  "(and a known kind).") from None
         if len(networks) < MIN_NETWORKS:
             raise UserInputError(f"The profile's calibration needs the residuals of at least {MIN_NETWORKS} networks.")
-        baseline_now = d.get("baseline_now_ms")
-        rest = (dict(d.get("settings") or {}), None if baseline_now is None else float(baseline_now), str(d.get("created", "")))
+        baseline_now, settings = d.get("baseline_now_ms"), d.get("settings") or {}
+        try:
+            if not isinstance(settings, Mapping):
+                raise TypeError("settings")
+            rest = (dict(settings), None if baseline_now is None else float(baseline_now), str(d.get("created", "")))
+        except (TypeError, ValueError):
+            raise UserInputError("The profile's calibration block needs its settings as an object and baseline_now_ms "
+                                 "as a number.") from None
         if "form" not in d:
             return cls._from_schema_3(d, networks, rest)
         try:
@@ -368,7 +374,8 @@ class Calibration:
         offset = CostValue.from_dict(d["offset"], "calibration.offset")
         if offset.measurement is None:
             raise UserInputError(f"The profile's calibration offset needs the residuals of at least {MIN_NETWORKS} networks.")
-        if not np.allclose(sorted(offset.measurement.samples), sorted(n.residual_ms for n in networks)):
+        samples = sorted(offset.measurement.samples)
+        if len(samples) != len(networks) or not np.allclose(samples, sorted(n.residual_ms for n in networks)):
             raise UserInputError("The profile's calibration offset does not come from its networks' residuals.")
         return cls(CalibrationForm.OFFSET, offset.value, 1.0, offset.measurement.ci95, (1.0, 1.0), networks, *rest)
 

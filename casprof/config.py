@@ -40,10 +40,15 @@ class NetworkConfig:
     layout: str = "NNRNNRNN"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "stem_channels", tuple(int(c) for c in self.stem_channels))
+        type_problems = _type_problems(self)
+        if type_problems:
+            raise UserInputError("Invalid network configuration: " + "; ".join(type_problems) + ".")
+        object.__setattr__(self, "stem_channels", tuple(self.stem_channels))
         problems = []
         if self.num_classes < 1:
             problems.append("num_classes must be at least 1")
+        if self.in_channels < 1:
+            problems.append("in_channels must be at least 1")
         if len(self.stem_channels) != 3 or min(self.stem_channels) < 1:
             problems.append("stem_channels must be three positive integers")
         if self.channels < 2 or self.channels % 2:
@@ -107,10 +112,7 @@ class NetworkConfig:
         if unknown:
             raise UserInputError(f"The network block has unknown fields: {', '.join(unknown)}.")
         try:
-            kwargs = {k: d[k] for k in known if k in d}
-            if "stem_channels" in kwargs:
-                kwargs["stem_channels"] = tuple(kwargs["stem_channels"])
-            return cls(**kwargs)
+            return cls(**{k: d[k] for k in known if k in d})
         except (TypeError, ValueError) as exc:
             raise UserInputError(f"The network block is malformed ({exc}).") from None
 
@@ -146,6 +148,26 @@ class NetworkConfig:
             if value > MAX_SIDE:
                 raise UserInputError(f"The input {side} {value} is larger than the supported maximum of {MAX_SIDE}.")
         return height, width
+
+
+def _is_int(value: Any) -> bool:
+    """A real integer: ``int`` but not ``bool`` (JSON's 16.0 and true are not channel counts)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _type_problems(config: NetworkConfig) -> list[str]:
+    """What in ``config`` has the wrong type (checked before any value is compared)."""
+    problems = [
+        f"{name} must be an integer, got {getattr(config, name)!r}"
+        for name in ("num_classes", "in_channels", "channels", "nodes", "ms_nodes", "ms_channels")
+        if not _is_int(getattr(config, name))
+    ]
+    stem = config.stem_channels
+    if not isinstance(stem, (tuple, list)) or not all(_is_int(c) for c in stem):
+        problems.append(f"stem_channels must be three positive integers, got {stem!r}")
+    if not isinstance(config.layout, str):
+        problems.append(f"layout must be a string of N and R, got {config.layout!r}")
+    return problems
 
 
 DEFAULT_CONFIG = NetworkConfig()

@@ -167,6 +167,10 @@ class EdgeModel:
         missing = [t for t in CELL_TYPES if config.intermediate_nodes(t) >= 2 and t not in d]
         if missing:
             raise UserInputError(f"The profile's edge_model has no entry for the {', '.join(missing)} cell(s).")
+        single = [t for t in CELL_TYPES if t in d and config.intermediate_nodes(t) < 2]
+        if single:  # its structure probes cannot tell the edge classes apart, so measure never writes one
+            raise UserInputError(f"The profile's edge_model has an entry for the {', '.join(single)} cell(s), which have "
+                                 "a single node and no per-edge model.")
         return cls({t: CellEdgeModel.from_dict(d[t], t, metrics) for t in CELL_TYPES if t in d})
 
 

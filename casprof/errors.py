@@ -24,3 +24,10 @@ class BackendUnavailableError(UserInputError):
 
 class MeasurementError(CasError):
     """The measurement itself failed (exit 1)."""
+
+
+class WriteError(CasError, OSError):
+    """An output file could not be written (disk full, permissions changed while working; exit 1).
+
+    Also an ``OSError``, so that code which skips an optional write (the build cache) still does.
+    """

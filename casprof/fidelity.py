@@ -396,6 +396,11 @@ def check_can_measure(profile: Profile, hardware: HardwareFingerprint) -> None:
         )
     if Metric.LATENCY_MS.value not in profile.metrics:
         raise UserInputError("The profile has no latency_ms metric to check.")
+    c_id = profile.baseline[Metric.LATENCY_MS.value].value
+    if not c_id > 0:
+        raise UserInputError(f"The profile's baseline latency c'_id is {c_id:g} ms; a measured one is above 0, so the "
+                             "file was edited by hand.")
+    measure_settings_of(profile)  # a malformed settings block: refused now, not after the networks are built
     recorded = profile.hardware.get("digest")
     if recorded != hardware.digest():
         cpu = (profile.hardware.get("cpu") or {}).get("model", "unknown CPU")
@@ -410,8 +415,20 @@ def check_can_measure(profile: Profile, hardware: HardwareFingerprint) -> None:
 def measure_settings_of(profile: Profile) -> MeasureSettings:
     """The profile's own backend, precision, resolution, threads, exporter, seed, thread pool and
     CPU allocator setting (``system`` for profiles made before it was recorded: that is how they
-    were measured)."""
+    were measured).
+
+    Raises:
+        UserInputError: a settings block with a wrong type or an unknown value.
+    """
     s = profile.settings
+    try:
+        return _measure_settings(profile, s)
+    except (TypeError, ValueError, AttributeError, OverflowError) as exc:
+        raise UserInputError(f"The profile's settings block is malformed ({type(exc).__name__}: {exc}), so its "
+                             "measurement cannot be repeated.") from None
+
+
+def _measure_settings(profile: Profile, s: Mapping[str, Any]) -> MeasureSettings:
     return MeasureSettings(
         backend=s.get("backend", profile.backend.name),
         precision=s.get("precision", profile.backend.precision),

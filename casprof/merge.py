@@ -98,6 +98,12 @@ def merge_profiles(profiles: Sequence[Profile]) -> Profile:
     estimated = [i + 1 for i, p in enumerate(profiles) if p.method is not Method.MEASURED]
     if estimated:
         raise UserInputError(f"Profile {estimated[0]} is an estimate; only measured profiles have samples to pool.")
+    for i, p in enumerate(profiles, start=1):
+        if Metric.LATENCY_MS.value not in p.metrics:
+            raise UserInputError(f"Profile {i} has no latency_ms metric; pooling pools measured latencies.")
+        rounds = p.settings.get("rounds")
+        if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1:
+            raise UserInputError(f"Profile {i} records {rounds!r} rounds in its settings, not a positive whole number.")
     first = profiles[0]
     amount = set(AMOUNT_SETTINGS)
     for i, p in enumerate(profiles[1:], start=2):
@@ -128,7 +134,7 @@ def merge_profiles(profiles: Sequence[Profile]) -> Profile:
     edge_model = _pooled_edge_model(profiles, pool)
     # Profile 1's settings, with the rounds of all sources; each source's own amounts in pooled_from.
     settings = {k: v for k, v in first.settings.items() if k not in ("phase_seconds", "build_cache")}
-    settings["rounds"] = sum(int(p.settings.get("rounds") or 0) for p in profiles)
+    settings["rounds"] = sum(int(p.settings["rounds"]) for p in profiles)
     settings["pooled_from"] = [_source_record(p) for p in profiles]
     return dataclasses.replace(
         first,

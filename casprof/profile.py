@@ -240,11 +240,21 @@ class Profile:
 
     @classmethod
     def from_dict(cls, d: Any) -> Profile:
-        return _parse_profile(d)
+        return _parse_guarded(d, "The profile")
 
     @classmethod
     def load(cls, path: Path) -> Profile:
-        return _parse_profile(read_json_file(Path(path), "profile"))
+        return _parse_guarded(read_json_file(Path(path), "profile"), f"The profile {path}")
+
+
+def _parse_guarded(d: Any, what: str) -> Profile:
+    """:func:`_parse_profile`, with a wrong type or value anywhere that it does not check by name
+    (a string where a number belongs, a list where an object does) one sentence, not a traceback."""
+    try:
+        return _parse_profile(d)
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError) as exc:
+        raise UserInputError(f"{what} is malformed ({type(exc).__name__}: {exc}); it was edited by hand or written "
+                             "by another tool.") from None
 
 
 def _require(d: Mapping[str, Any], keys: tuple[str, ...]) -> None:
@@ -273,6 +283,10 @@ def _parse_profile(d: Any) -> Profile:
     size = network_block.get("input_size")
     if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
         raise UserInputError("The profile's network block has no valid input_size [H, W].")
+    try:
+        config.check_resolution(size[0], size[1])
+    except UserInputError as exc:
+        raise UserInputError(f"The profile's input_size {size[0]}x{size[1]} does not fit its network: {exc}") from None
     if not isinstance(d["baseline"], Mapping) or not d["baseline"]:
         raise UserInputError("The profile's baseline block is empty.")
     metrics = tuple(d["baseline"])
@@ -317,7 +331,11 @@ def _parse_profile(d: Any) -> Profile:
     if not isinstance(hardware, Mapping):
         raise UserInputError("The profile's hardware block must be an object.")
     _check_hardware_digest(hardware)
-    tool = d.get("tool") or {}
+    tool, settings, warnings = d.get("tool") or {}, d.get("settings") or {}, d.get("warnings") or []
+    if not isinstance(tool, Mapping) or not isinstance(settings, Mapping):
+        raise UserInputError("The profile's tool and settings blocks must be objects.")
+    if not isinstance(warnings, list):
+        raise UserInputError("The profile's warnings must be a list.")
     return Profile(
         device=str(d["device"]),
         hardware=dict(hardware),
@@ -327,10 +345,10 @@ def _parse_profile(d: Any) -> Profile:
         input_size=(size[0], size[1]),
         baseline=baseline,
         costs=costs,
-        settings=dict(d.get("settings") or {}),
+        settings=dict(settings),
         created=str(d.get("created", "")),
         tool_version=str(tool.get("version", "unknown")),
-        warnings=tuple(str(w) for w in d.get("warnings") or ()),
+        warnings=tuple(str(w) for w in warnings),
         edge_model=edge_model,
         calibration=calibration,
         read_schema_version=version,
@@ -338,13 +356,17 @@ def _parse_profile(d: Any) -> Profile:
 
 
 def _check_hardware_digest(hardware: Mapping[str, Any]) -> None:
-    """A recorded hardware digest must match the hardware block it summarises."""
-    recorded = hardware.get("digest")
-    if recorded is None or "cpu" not in hardware:
+    """A hardware block that names a CPU or GPUs must be well formed, and a recorded digest must
+    match the block it summarises."""
+    if "cpu" not in hardware and "gpus" not in hardware:
         return
     from casprof.hardware import HardwareFingerprint
 
-    actual = HardwareFingerprint.from_dict(hardware).digest()
+    fingerprint = HardwareFingerprint.from_dict(hardware)
+    recorded = hardware.get("digest")
+    if recorded is None or "cpu" not in hardware:
+        return
+    actual = fingerprint.digest()
     if actual != recorded:
         raise UserInputError(
             f"The profile's hardware digest {recorded} does not match its hardware block ({actual}); it was edited by hand."

@@ -39,7 +39,7 @@ from casprof.errors import UserInputError
 from casprof.genotype import Genotype
 from casprof.stats import Measurement
 from deploy.build import BuiltNetwork, build_network, load_genotype
-from deploy.export import default_threads, load_export_metadata, onnx_input_shape, seeded_input, torch_reference, utc_now
+from deploy.export import check_export_sha, default_threads, load_export_metadata, onnx_input_shape, seeded_input, torch_reference, utc_now
 from deploy.parity import compare_outputs, thresholds_for
 
 REPORT_SCHEMA_VERSION = 1
@@ -149,8 +149,9 @@ def _precision(value: str) -> Precision:
 def _check_numbers(settings: BenchSettings) -> None:
     if settings.min_iters < 1:
         raise UserInputError(f"--min-iters must be at least 1, got {settings.min_iters}.")
-    if settings.min_seconds < 0 or settings.warmup_seconds < 0:
-        raise UserInputError("--min-seconds and --warmup-seconds must not be negative.")
+    for flag, value in (("--min-seconds", settings.min_seconds), ("--warmup-seconds", settings.warmup_seconds)):
+        if not math.isfinite(value) or value < 0:
+            raise UserInputError(f"{flag} must be a finite number of seconds, at least 0; got {value}.")
     check_exporter(settings.exporter)
     parse_cpu_allocator(settings.cpu_allocator)
     if settings.threads is not None and settings.threads < 1:
@@ -223,6 +224,9 @@ def _resolve_source(
         if Backend.TORCH in backends:
             raise UserInputError("The torch backend needs a genotype (--genotype); an ONNX file has no PyTorch module.")
         meta = load_export_metadata(path)
+        sha = _sha(path)
+        if meta is not None:
+            check_export_sha(path, meta, sha)
         config = NetworkConfig.from_dict(meta["network"]) if meta and isinstance(meta.get("network"), dict) else DEFAULT_CONFIG
         dims = onnx_input_shape(path)
         if len(dims) != 4:
@@ -235,7 +239,7 @@ def _resolve_source(
             if static and size != (dims[2], dims[3]):
                 raise UserInputError(f"The ONNX file {path} takes {dims[2]}x{dims[3]} inputs, not {size[0]}x{size[1]}.")
         channels = int(dims[1]) if isinstance(dims[1], int) else config.in_channels
-        facts = {"onnx": {"path": str(path), "sha256": _sha(path), "input_shape": dims}, "export_metadata": meta}
+        facts = {"onnx": {"path": str(path), "sha256": sha, "input_shape": dims}, "export_metadata": meta}
         return _Source("onnx", str(path), backends, size, channels, path=path, facts=facts)
 
     from deploy.engine import check_engine, read_engine_metadata

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import json
 import os
 import re
 import time
@@ -50,7 +51,7 @@ from casprof.backends.onnx_export import (
     onnx_opset,
 )
 from casprof.config import DEFAULT_RESOLUTION, MAX_SIDE, parse_resolution
-from casprof.errors import BackendUnavailableError, MeasurementError, UserInputError
+from casprof.errors import BackendUnavailableError, MeasurementError, UserInputError, WriteError
 from deploy.build import BuiltNetwork, build_network, load_genotype
 from deploy.parity import FP32, INT8, ParityResult, compare_outputs, thresholds_for
 from deploy.quantize import QuantizeInfo, quantize_qdq
@@ -95,6 +96,41 @@ def metadata_path_for(path: Path) -> Path:
     """``model.onnx`` -> ``model.onnx.json`` (the metadata beside an exported file)."""
     path = Path(path)
     return path.with_name(path.name + ".json")
+
+
+def _pending_name(path: Path) -> Path:
+    """A hidden temporary name beside ``path`` (renamed onto it once everything is ready)."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def _write_pending_json(tmp: Path, final: Path, obj: Any) -> None:
+    """Write ``obj`` as JSON to ``tmp`` (flushed to disk) for a later rename onto ``final``."""
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(obj, indent=2) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        give_usual_permissions(tmp)
+    except OSError as exc:
+        raise WriteError(f"Cannot write {final} ({exc.strerror or exc.__class__.__name__}); nothing was written.") from None
+
+
+def _install_pair(onnx_tmp: Path, target: Path, meta_tmp: Path, meta_path: Path) -> None:
+    """Rename the verified ONNX file into place, then its metadata.
+
+    A kill between the two renames leaves the new ONNX file beside the old metadata, whose
+    sha256 no longer matches: ``cas deploy bench --onnx`` refuses that pair (:func:`check_export_sha`).
+    """
+    try:
+        os.replace(onnx_tmp, target)
+    except OSError as exc:
+        raise WriteError(f"Cannot write {target} ({exc.strerror or exc.__class__.__name__}); nothing was written.") from None
+    try:
+        os.replace(meta_tmp, meta_path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            target.unlink()
+        raise WriteError(f"Cannot write {meta_path} ({exc.strerror or exc.__class__.__name__}); the export was removed.") from None
 
 
 def default_onnx_path(genotype_path: Path, resolution: tuple[int, int], dynamic: bool) -> Path:
@@ -316,7 +352,9 @@ def export_genotype(
     if dynamic and exporter != "dynamo":
         raise UserInputError("--dynamic needs the dynamo exporter (torch.export dynamic shapes); drop --exporter torchscript.")
     target = Path(onnx_path) if onnx_path is not None else default_onnx_path(genotype_path, size, dynamic)
+    meta_path = metadata_path_for(target)
     ensure_parent_exists(target)
+    ensure_parent_exists(meta_path)
     if weights is not None and not Path(weights).is_file():
         raise UserInputError(f"The weights file {weights} does not exist.")
     threads = default_threads() if threads is None else int(threads)
@@ -332,6 +370,7 @@ def export_genotype(
         resolutions.append((h + s if h + s <= MAX_SIDE else h - s, w + 2 * s if w + 2 * s <= MAX_SIDE else w - 2 * s))
 
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp.onnx")
+    meta_tmp = _pending_name(meta_path)
     try:
         _say(progress, f"Exporting {genotype_path} at {size[0]}x{size[1]}{' (dynamic H/W)' if dynamic else ''} with the {exporter} exporter…")
         if dynamic:
@@ -360,35 +399,30 @@ def export_genotype(
             "torch_version": torch.__version__,
             "onnx_version": onnx.__version__,
         }
+        provenance = built.provenance()
+        metadata: dict[str, Any] = {
+            "schema_version": METADATA_SCHEMA_VERSION,
+            "tool": "cas deploy export",
+            "tool_version": __version__,
+            "created": utc_now(),
+            "onnx": onnx_facts,
+            "genotype": provenance["genotype"],
+            "network": config.network_block(input_size=size),
+            "network_fingerprint": provenance["network_fingerprint"],
+            "resolution": list(size),
+            "weights": provenance["weights"],
+            "parity": {**parity.to_dict(), **parity_backend, "checks": checks},
+            "int8": None,
+            "tensorrt": None,
+        }
+        _write_pending_json(meta_tmp, meta_path, metadata)
         give_usual_permissions(tmp)
-        os.replace(tmp, target)
+        _install_pair(tmp, target, meta_tmp, meta_path)
     finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        for leftover in (tmp, meta_tmp):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
 
-    provenance = built.provenance()
-    metadata: dict[str, Any] = {
-        "schema_version": METADATA_SCHEMA_VERSION,
-        "tool": "cas deploy export",
-        "tool_version": __version__,
-        "created": utc_now(),
-        "onnx": onnx_facts,
-        "genotype": provenance["genotype"],
-        "network": config.network_block(input_size=size),
-        "network_fingerprint": provenance["network_fingerprint"],
-        "resolution": list(size),
-        "weights": provenance["weights"],
-        "parity": {**parity.to_dict(), **parity_backend, "checks": checks},
-        "int8": None,
-        "tensorrt": None,
-    }
-    meta_path = metadata_path_for(target)
-    try:
-        atomic_write_json(meta_path, metadata)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            target.unlink()
-        raise
     result = ExportResult(
         onnx_path=target,
         metadata_path=meta_path,
@@ -523,6 +557,17 @@ def load_export_metadata(onnx_path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def check_export_sha(onnx_path: Path, metadata: dict[str, Any], sha256: str) -> None:
+    """Refuse an ONNX file whose ``<onnx>.json`` metadata records another sha256 (a torn or edited export)."""
+    block = metadata.get("onnx")
+    recorded = block.get("sha256") if isinstance(block, dict) else None
+    if recorded != sha256:
+        raise UserInputError(
+            f"The ONNX file {onnx_path} does not match the sha256 in its metadata {metadata_path_for(onnx_path)} "
+            "(an interrupted or hand-edited export); export it again or remove the metadata file."
+        )
+
+
 def describe(result: ExportResult) -> str:
     """A short human summary of an export (printed by the command)."""
     meta = result.metadata
@@ -544,6 +589,7 @@ __all__ = [
     "TrtPrecision",
     "add_int8",
     "build_trt_engine",
+    "check_export_sha",
     "default_engine_path",
     "default_onnx_path",
     "describe",

@@ -132,7 +132,8 @@ def check_run_folder(settings: SearchSettings, out_dir: Path, resume: bool) -> b
         return False
     if not (out_dir / "settings.json").exists():
         return False
-    recorded = SearchSettings.from_dict(read_json_file(out_dir / "settings.json", "search settings"))
+    settings_path = out_dir / "settings.json"
+    recorded = SearchSettings.from_dict(read_json_file(settings_path, "search settings"), settings_path)
     if recorded.config_digest() != settings.config_digest():
         raise UserInputError(
             f"The run in {out_dir} was made with other settings ({settings.first_difference(recorded)}); it cannot be resumed."
@@ -141,6 +142,10 @@ def check_run_folder(settings: SearchSettings, out_dir: Path, resume: bool) -> b
 
 
 # --- state ------------------------------------------------------------------------------------
+#: What a search checkpoint holds besides its version and settings digest.
+_CHECKPOINT_KEYS = ("iteration", "model", "w_opt", "sched", "a_opt", "controller", "last_val_loss", "rng")
+
+
 @dataclass
 class _State:
     model: Supernet
@@ -174,8 +179,13 @@ class _State:
             blob = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # a torn or foreign file: say so, once
             raise UserInputError(f"The checkpoint {path} cannot be read ({exc.__class__.__name__}).") from None
+        if not isinstance(blob, dict):
+            raise UserInputError(f"The checkpoint {path} is not a cas search checkpoint (it holds a {type(blob).__name__}).")
         if blob.get("version") != CHECKPOINT_VERSION or blob.get("digest") != settings.config_digest():
             raise UserInputError(f"The checkpoint {path} belongs to another run or toolkit version.")
+        missing = [k for k in _CHECKPOINT_KEYS if k not in blob]
+        if missing:
+            raise UserInputError(f"The checkpoint {path} is incomplete (no {', '.join(missing)}); it may be corrupt.")
         self.model.load_state_dict(blob["model"])
         self.w_opt.load_state_dict(blob["w_opt"])
         self.sched.load_state_dict(blob["sched"])

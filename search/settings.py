@@ -169,23 +169,25 @@ class SearchSettings:
         return d
 
     @classmethod
-    def from_dict(cls, d: Any) -> SearchSettings:
+    def from_dict(cls, d: Any, source: Path | str | None = None) -> SearchSettings:
+        """Settings from their JSON form; ``source`` (the file they came from) is named in errors."""
+        where = f" in {source}" if source is not None else ""
         if not isinstance(d, dict):
-            raise UserInputError("Search settings must be a JSON object.")
+            raise UserInputError(f"The search settings{where} must be a JSON object.")
         d = dict(d)
         version = d.pop("schema_version", SETTINGS_SCHEMA_VERSION)
         if not isinstance(version, int) or version > SETTINGS_SCHEMA_VERSION:
-            raise UserInputError(f"The search settings have an unreadable schema_version {version!r}.")
+            raise UserInputError(f"The search settings{where} have an unreadable schema_version {version!r}.")
         if "lambda" in d:
             d["lambda_"] = d.pop("lambda")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise UserInputError(f"The search settings have unknown fields: {', '.join(unknown)}.")
+            raise UserInputError(f"The search settings{where} have unknown fields: {', '.join(unknown)}.")
         try:
             return cls(**d)
-        except TypeError as exc:
-            raise UserInputError(f"The search settings are malformed ({exc}).") from None
+        except (TypeError, ValueError, IndexError) as exc:
+            raise UserInputError(f"The search settings{where} are malformed ({exc}).") from None
 
     def digest_fields(self) -> dict[str, Any]:
         """The settings that must match for ``--resume`` (all but iteration count, cadence, device)."""

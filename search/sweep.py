@@ -61,7 +61,8 @@ class SweepRow:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SweepRow:
+    def from_dict(cls, d: dict[str, Any], source: Path | None = None) -> SweepRow:
+        where = f" {source}" if source is not None else ""
         try:
             return cls(
                 lambda_=float(d["lambda"]),
@@ -73,7 +74,7 @@ class SweepRow:
                 target=None if d.get("target") is None else float(d["target"]),
             )
         except (KeyError, TypeError, ValueError):
-            raise UserInputError(f"A row of the sweep table is malformed: {d!r}.") from None
+            raise UserInputError(f"A row of the sweep table{where} is malformed: {d!r}.") from None
 
     @classmethod
     def from_result(cls, lambda_: float, result: SearchResult, sweep_dir: Path) -> SweepRow:
@@ -146,7 +147,7 @@ def _check_folder(base: SearchSettings, out_dir: Path, resume: bool) -> dict[flo
     record = read_json_file(out_dir / SETTINGS_FILE, "sweep settings")
     if not isinstance(record, dict) or not isinstance(record.get("base"), dict):
         raise UserInputError(f"The sweep settings in {out_dir} are malformed.")
-    recorded = SearchSettings.from_dict(record["base"])
+    recorded = SearchSettings.from_dict(record["base"], out_dir / SETTINGS_FILE)
     difference = base.replace(lambda_=0.0).first_difference(recorded)
     if difference is not None:
         raise UserInputError(f"The sweep in {out_dir} was run with other settings ({difference}); choose another --out.")
@@ -154,8 +155,10 @@ def _check_folder(base: SearchSettings, out_dir: Path, resume: bool) -> dict[flo
     if not table.exists():
         return {}
     raw = read_json_file(table, "sweep table")
-    rows = [SweepRow.from_dict(r) for r in raw.get("rows", [])] if isinstance(raw, dict) else []
-    return {r.lambda_: r for r in rows}
+    rows = raw.get("rows", []) if isinstance(raw, dict) else None
+    if not isinstance(rows, list):
+        raise UserInputError(f"The sweep table {table} is malformed: its rows must be a list.")
+    return {r.lambda_: r for r in (SweepRow.from_dict(row, table) for row in rows)}
 
 
 def sweep_markdown(rows: Sequence[SweepRow], base: SearchSettings) -> str:

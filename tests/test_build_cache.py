@@ -80,6 +80,11 @@ def test_counts_are_counted_once_then_read_back(tmp_path: Path) -> None:
     assert (hit, hit2, len(calls)) == (False, True, 1) and again == fresh and fresh["macs"] > 0
     assert cached_counts(model, (1, 3, 64, 64), cache)[1] is False  # another shape
     assert cached_counts(model, SHAPE, None) == (fresh, False)  # no cache: counted
+    # an entry that lacks a count (damaged, or from an older layout) is counted again and rewritten
+    (entry,) = [p for p in (tmp_path / "cache" / "counts").rglob("*.json") if json.loads(p.read_text()) == fresh]
+    entry.write_text(json.dumps({"params": fresh["params"]}))
+    recounted, hit3 = cache.counts(model, SHAPE, count)
+    assert (hit3, len(calls), recounted) == (False, 2, fresh) and json.loads(entry.read_text()) == fresh
 
 
 def test_the_least_recently_used_entries_go_when_the_cache_is_too_large(tmp_path: Path) -> None:

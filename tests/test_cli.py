@@ -217,3 +217,37 @@ def test_measure_resume_show_in_subprocesses(tmp_path: Path, network_files: dict
     assert shown.returncode == 0 and shown.stdout.count("\n") == 33
     bad = _cli("measure", "--device", "titanxp", cwd=tmp_path)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "is not present" in bad.stderr
+
+
+def test_an_internal_error_is_one_line_and_exit_1_unless_debugging(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug (an exception that is not the toolkit's own) says so in one line; CASPROF_DEBUG=1 shows the traceback."""
+    import casprof.cli.model_cmd as model_cmd
+
+    def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(model_cmd, "random_genotype", broken)
+    monkeypatch.delenv("CASPROF_DEBUG", raising=False)
+    result = runner.invoke(app, ["genotype", "--random"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "Internal error: RuntimeError: boom (a bug; run again with CASPROF_DEBUG=1 for the traceback" in result.output
+    monkeypatch.setenv("CASPROF_DEBUG", "1")
+    debug = runner.invoke(app, ["genotype", "--random"])
+    assert isinstance(debug.exception, RuntimeError) and str(debug.exception) == "boom"
+    # usage errors stay click's own (exit 2, its message), bad input the toolkit's
+    assert runner.invoke(app, ["genotype", "--no-such-option"]).exit_code == 2
+    assert runner.invoke(cas_app, ["no-such-command"]).exit_code == 2
+
+
+def test_an_output_path_that_is_a_folder_is_refused_before_the_work(tiny_profile_path: Path, tmp_path: Path) -> None:
+    """`calibrate --out DIR` used to time every network and lose them on the write; now it stops at once."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    for args in (["calibrate", "--profile", str(tiny_profile_path), "--out", str(folder)],
+                 ["pool", str(tiny_profile_path), str(tiny_profile_path), "--out", str(folder)],
+                 ["genotype", "--random", "--out", str(folder)],
+                 ["measure", "--device", "cpu", "--resolution", "32x64", "--out", str(folder)]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert f"The output path {folder} is a folder" in result.output and "Traceback" not in result.output
+        assert list(folder.iterdir()) == []

@@ -387,6 +387,61 @@ def test_bench_source_refusals(exported, genotype_file: Path, tmp_path: Path) ->
     assert "runs only on the tensorrt backend" in _exit2(_cas("deploy", "bench", "--engine", engine, "-b", "onnxruntime", *FAST_BENCH))
 
 
+@pytest.mark.parametrize("flag", ["--min-seconds", "--warmup-seconds"])
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
+def test_bench_refuses_non_finite_seconds(genotype_file: Path, tmp_path: Path, flag: str, value: str) -> None:
+    args = list(FAST_BENCH)
+    args[args.index(flag) + 1] = value
+    result = _cas("deploy", "bench", "-g", genotype_file, "-r", RES, *args, "--report", tmp_path / "r.json")
+    assert f"{flag} must be a finite number of seconds, at least 0" in _exit2(result)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "field, raw, message",
+    [
+        ("channels", "16.0", "channels must be an integer, got 16.0"),
+        ("num_classes", "1e400", "num_classes must be an integer, got inf"),
+        ("nodes", "true", "nodes must be an integer, got True"),
+        ("layout", '["N", "N", "R", "N"]', "layout must be a string of N and R"),
+    ],
+)
+def test_bench_refuses_a_genotype_whose_network_has_the_wrong_types(tmp_path: Path, field: str, raw: str, message: str) -> None:
+    d = random_genotype(0, MINI).to_dict()
+    del d["network"]["fingerprint"]
+    d["network"][field] = "@VALUE@"
+    g = tmp_path / "g.json"
+    g.write_text(json.dumps(d).replace('"@VALUE@"', raw))
+    out = tmp_path / "out"
+    out.mkdir()
+    result = _cas("deploy", "bench", "-g", g, "-r", RES, *FAST_BENCH, "--report", out / "r.json")
+    assert message in _exit2(result)
+    assert list(out.iterdir()) == []
+
+
+def test_reexport_replaces_the_pair_and_bench_refuses_a_torn_pair(exported, small_genotype_file: Path, tmp_path: Path) -> None:
+    _, old_onnx = exported
+    out = tmp_path / "net.onnx"
+    stale_meta = tmp_path / "stale.json"
+    out.write_bytes(old_onnx.read_bytes())  # an earlier export of another genotype at the same path
+    (tmp_path / "net.onnx.json").write_bytes((old_onnx.parent / "model.onnx.json").read_bytes())
+    stale_meta.write_bytes((old_onnx.parent / "model.onnx.json").read_bytes())
+
+    result = _cas("deploy", "export", "-g", small_genotype_file, "--onnx", out, "-r", RES, "--threads", "1")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net.onnx", "net.onnx.json", "stale.json"]  # no temp file left
+    meta = json.loads((tmp_path / "net.onnx.json").read_text())
+    assert meta["onnx"]["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert meta["network_fingerprint"] == SMALL.fingerprint()
+
+    # A kill between the two renames leaves the new ONNX file beside the old metadata: refused.
+    (tmp_path / "net.onnx.json").write_bytes(stale_meta.read_bytes())
+    report = tmp_path / "r.json"
+    message = _exit2(_cas("deploy", "bench", "--onnx", out, "-b", "onnxruntime", *FAST_BENCH, "--report", report))
+    assert f"The ONNX file {out} does not match the sha256 in its metadata" in message
+    assert not report.exists()
+
+
 def test_engine_mismatch_messages() -> None:
     meta = {"tensorrt_version": "11.4.0", "gpu_name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
     here = {"trt_version": "11.4.0", "gpu_name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}

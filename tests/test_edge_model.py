@@ -168,3 +168,17 @@ def test_profiles_without_the_mixed_inputs_probe_predict_as_before() -> None:
     check = json.loads((root / "benchmarks/results/fidelity_cpu_onnxruntime_f86dc8a82d88c3a6_27nov-0905.json").read_text())
     for net in check["networks"]:
         assert predict(p, Genotype.from_dict(net["genotype"]))["latency_ms"].value == pytest.approx(net["predicted_ms"], abs=1e-9)
+
+
+def test_an_edge_model_entry_for_a_single_node_cell_is_refused(tiny_profile_path: Path, tmp_path: Path) -> None:
+    """Its formulas divide by (nodes - 1): a hand-made entry for a 1-node cell would be a ZeroDivisionError in predict."""
+    from casprof.config import NetworkConfig
+
+    raw = json.loads(tiny_profile_path.read_text())
+    assert "normal" in raw["edge_model"]
+    raw["network"]["nodes"] = 1
+    raw["network"]["fingerprint"] = NetworkConfig.from_dict(raw["network"]).fingerprint()
+    bad = tmp_path / "one-node.json"
+    bad.write_text(json.dumps(raw))
+    with pytest.raises(UserInputError, match="entry for the normal, reduce cell.s., which have a single node"):
+        Profile.load(bad)

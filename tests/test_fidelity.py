@@ -98,6 +98,9 @@ def _other_hardware(d: dict) -> None:
     [
         (None, ["--samples", "4"], "at least 5 random genotypes"),
         (lambda d: d.__setitem__("method", "estimated"), [], "is an estimate"),
+        (lambda d: d["settings"].__setitem__("backend", "foo"), [], "settings block is malformed (ValueError: 'foo' is not a valid Backend)"),
+        (lambda d: d["settings"].__setitem__("seed", "x"), [], "settings block is malformed"),
+        (lambda d: d["baseline"].__setitem__("latency_ms", {"value": -1.0}), [], "c'_id is -1 ms"),
         (_other_hardware, [], "Imaginary CPU 9000"),
         (None, ["--rounds", "3"], "even number"),
         (None, ["--rounds", "4", "--sweeps", "5"], "between 1 and the number of rounds (4)"),

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
 import pytest
 
-from casprof._io import atomic_write_json, atomic_write_text
-from casprof.errors import UserInputError
+from casprof._io import atomic_write_json, atomic_write_text, ensure_parent_exists
+from casprof.errors import UserInputError, WriteError
 
 
 def test_atomic_write_replaces_and_has_normal_permissions(tmp_path: Path) -> None:
@@ -31,13 +32,25 @@ def test_failed_write_leaves_old_content(tmp_path: Path, monkeypatch: pytest.Mon
     atomic_write_text(path, "old")
 
     def boom(*args, **kwargs):
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(WriteError, match=r"Cannot write .*a\.txt \(No space left on device\); nothing was written\."):
         atomic_write_text(path, "new")
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_an_output_path_that_cannot_take_a_file_is_refused_before_any_work(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(UserInputError, match="is a folder; give the name of a file in it"):
+        ensure_parent_exists(tmp_path / "dir")
+    ensure_parent_exists(tmp_path / "p.json")
+    # root (CI) may write into any folder, so a read-only one is what os.access says of it
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != tmp_path)
+    with pytest.raises(UserInputError, match=f"The output folder {tmp_path} is not writable"):
+        ensure_parent_exists(tmp_path / "p.json")
 
 
 def test_missing_folder_is_bad_input(tmp_path: Path) -> None:

@@ -146,6 +146,8 @@ def test_profiles_measured_under_other_conditions_are_refused(tiny_profile_path:
         ("twice", "are the same measurement"),
         ("out-is-source", "is one of the profiles being pooled"),
         ("estimated", "is an estimate"),
+        ("rounds-text", "Profile 2 records 'abc' rounds in its settings"),
+        ("no-latency", "Profile 2 has no latency_ms metric"),
     ],
 )
 def test_pool_bad_input_exits_2_and_writes_nothing(tiny_profile_path: Path, second_profile_path: Path, tmp_path: Path,
@@ -156,6 +158,10 @@ def test_pool_bad_input_exits_2_and_writes_nothing(tiny_profile_path: Path, seco
         "twice": [str(tiny_profile_path), str(_edited(tiny_profile_path, tmp_path, "copy.json", lambda raw: None))],
         "out-is-source": [str(tiny_profile_path), str(second_profile_path)],
         "estimated": [str(REPO / "profiles" / "gtx1070.json"), str(tiny_profile_path)],
+        "rounds-text": [str(tiny_profile_path),
+                        str(_edited(second_profile_path, tmp_path, "r.json", lambda raw: raw["settings"].__setitem__("rounds", "abc")))],
+        "no-latency": [str(tiny_profile_path),
+                       str(_edited(second_profile_path, tmp_path, "l.json", lambda raw: raw["baseline"].pop("latency_ms")))],
     }[which]
     target = second_profile_path if which == "out-is-source" else out
     before = target.read_bytes() if target.exists() else None

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from casprof.cli.app import app as casprof_app
 from casprof.config import DEFAULT_CONFIG, NetworkConfig, parse_resolution
 from casprof.errors import UserInputError
 from casprof.genotype import random_genotype, uniform_genotype
@@ -140,3 +144,28 @@ def test_a_seeded_probe_has_the_same_weights_and_leaves_the_global_random_state_
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert any(not torch.equal(sa[k], sc[k]) for k in sa)
     assert build_probe(tiny_config, BASELINE, seed=7).training is False
+
+
+@pytest.mark.parametrize(
+    "block, message",
+    [
+        ({"nodes": 3.0}, "nodes must be an integer, got 3.0"),
+        ({"channels": 16.0}, "channels must be an integer"),
+        ({"num_classes": 1e400}, "num_classes must be an integer, got inf"),
+        ({"ms_channels": True}, "ms_channels must be an integer, got True"),
+        ({"in_channels": "3"}, "in_channels must be an integer"),
+        ({"in_channels": 0}, "in_channels must be at least 1"),
+        ({"stem_channels": [16, 16.0, 32]}, "stem_channels must be three positive integers"),
+        ({"stem_channels": 16}, "stem_channels must be three positive integers"),
+        ({"stem_channels": "abc"}, "stem_channels must be three positive integers"),
+        ({"layout": ["N", "N", "R"]}, "layout must be a string of N and R"),
+    ],
+)
+def test_network_config_of_the_wrong_type_exits_2_through_the_cli(tmp_path, block: dict, message: str) -> None:
+    network, out = tmp_path / "network.json", tmp_path / "g.json"
+    network.write_text(json.dumps(block))
+    result = CliRunner().invoke(casprof_app, ["genotype", "--random", "--network", str(network), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and message in result.output
+    assert result.output.strip().count("\n") == 0  # one sentence on one line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["network.json"]

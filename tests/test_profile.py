@@ -89,6 +89,15 @@ def _edited(src: Path, dst: Path, edit) -> Path:
         (lambda d: d.__setitem__("method", "guessed"), "neither 'measured' nor 'estimated'"),
         (lambda d: d["baseline"].__setitem__("joules", {"value": 1}), "unknown metric"),
         (lambda d: d["hardware"]["cpu"].__setitem__("model", "Intel Core i7-8700"), "hardware digest .* does not match"),
+        # wrong types where the loader has no check by name: one sentence all the same
+        (lambda d: d.__setitem__("settings", [1, 2]), "tool and settings blocks must be objects"),
+        (lambda d: d.__setitem__("tool", "x"), "tool and settings blocks must be objects"),
+        (lambda d: d.__setitem__("warnings", 5), "warnings must be a list"),
+        (lambda d: d["baseline"]["latency_ms"].__setitem__("value", 10 ** 400), "is malformed .*OverflowError"),
+        (lambda d: d["backend"].__setitem__("details", [1]), "is malformed"),
+        (lambda d: d["hardware"].__setitem__("cpu", "x"), "hardware.cpu"),
+        (lambda d: (d["hardware"].pop("digest"), d["hardware"].__setitem__("gpus", ["x"])), r"hardware.gpus\[0\]"),
+        (lambda d: d["network"].__setitem__("input_size", [100, 100]), "input_size 100x100 does not fit its network"),
     ],
 )
 def test_bad_profiles_are_refused(tiny_profile_path: Path, tmp_path: Path, edit, message: str) -> None:

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from cas.cli import app
@@ -24,6 +25,7 @@ from casprof.errors import UserInputError
 from casprof.genotype import Genotype, random_genotype
 from casprof.profile import Method, Profile
 from search.cli import default_out_dir, parse_crop, parse_target
+from search.run import CHECKPOINT_VERSION
 from search.settings import SearchSettings
 from search.sweep import SweepRow, run_sweep
 from tests._search_support import MINI19, TINY19, write_profile
@@ -213,6 +215,84 @@ def test_interrupted_sweep_resumes(tmp_path: Path, made_profile: Path) -> None:
     assert log == [1, 2, 3, 4]
     assert [r.lambda_ for r in result.rows] == [0.0, 1.0]
     assert result.png_path.exists() and result.md_path.exists()
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _cli_settings(profile: Path) -> SearchSettings:
+    """The settings ``cas search --profile PROFILE *TINY_ARGS`` runs with."""
+    return SearchSettings(profile=profile, iters=2, batch_size=2, crop=(32, 64), log_every=1)
+
+
+def _sweep_folder(out: Path, base: dict, table: object | None) -> None:
+    out.mkdir()
+    (out / "sweep_settings.json").write_text(json.dumps({"schema_version": 1, "lambdas": [0.0], "base": base}))
+    if table is not None:
+        (out / "sweep.json").write_text(json.dumps(table))
+
+
+@pytest.mark.parametrize(
+    "table, message",
+    [
+        ({"rows": 5}, "sweep.json is malformed: its rows must be a list"),
+        ({"rows": {"lambda": 0}}, "sweep.json is malformed: its rows must be a list"),
+        ([1, 2], "sweep.json is malformed: its rows must be a list"),
+        ({"rows": [5]}, "A row of the sweep table {out}/sweep.json is malformed"),
+    ],
+)
+def test_sweep_resume_refuses_a_malformed_table(tmp_path: Path, made_profile: Path, table: object, message: str) -> None:
+    out = tmp_path / "sweep"
+    _sweep_folder(out, _cli_settings(made_profile).replace(lambda_=0.0).to_dict(), table)
+    before = _snapshot(out)
+    argv = ["search", "sweep", "--profile", str(made_profile), "--lambdas", "0", *TINY_ARGS, "--out", str(out), "--resume"]
+    _refused(runner.invoke(app, argv), message.format(out=out))
+    assert _snapshot(out) == before
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("iters", "abc"), ("batch_size", "two"), ("scale", []), ("crop", "ab")],
+)
+def test_sweep_resume_refuses_malformed_base_settings(tmp_path: Path, made_profile: Path, field: str, value: object) -> None:
+    out = tmp_path / "sweep"
+    _sweep_folder(out, {**_cli_settings(made_profile).replace(lambda_=0.0).to_dict(), field: value}, None)
+    before = _snapshot(out)
+    argv = ["search", "sweep", "--profile", str(made_profile), "--lambdas", "0", *TINY_ARGS, "--out", str(out), "--resume"]
+    _refused(runner.invoke(app, argv), f"The search settings in {out / 'sweep_settings.json'} are malformed")
+    assert _snapshot(out) == before
+
+
+def test_search_resume_refuses_malformed_settings(tmp_path: Path, made_profile: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "settings.json").write_text(json.dumps({**_cli_settings(made_profile).to_dict(), "iters": "abc"}))
+    before = _snapshot(out)
+    argv = ["search", "--profile", str(made_profile), *TINY_ARGS, "--out", str(out), "--resume"]
+    _refused(runner.invoke(app, argv), f"The search settings in {out / 'settings.json'} are malformed")
+    assert _snapshot(out) == before
+
+
+@pytest.mark.parametrize(
+    "blob, message",
+    [
+        ([1, 2], "is not a cas search checkpoint (it holds a list)"),
+        ("digest", "is incomplete (no iteration, model, w_opt, sched, a_opt, controller, last_val_loss, rng)"),
+    ],
+)
+def test_search_resume_refuses_a_checkpoint_of_the_wrong_shape(tmp_path: Path, made_profile: Path, blob: object, message: str) -> None:
+    settings = _cli_settings(made_profile)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "settings.json").write_text(json.dumps(settings.to_dict()))
+    if blob == "digest":  # the right version and settings digest, but nothing else
+        blob = {"version": CHECKPOINT_VERSION, "digest": settings.config_digest()}
+    torch.save(blob, out / "checkpoint.pt")
+    before = _snapshot(out)
+    argv = ["search", "--profile", str(made_profile), *TINY_ARGS, "--out", str(out), "--resume"]
+    _refused(runner.invoke(app, argv), f"The checkpoint {out / 'checkpoint.pt'} {message}")
+    assert _snapshot(out) == before and sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "settings.json"]
 
 
 # --- a real `cas search` subprocess ---------------------------------------------------------------

@@ -97,6 +97,44 @@ def test_eval_refuses_weights_of_another_genotype(tmp_path: Path) -> None:
     assert not (tmp_path / "r.json").exists()
 
 
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_resume_refuses_malformed_settings_and_checkpoints(tmp_path: Path) -> None:
+    import torch
+
+    g = genotype_file(tmp_path, MINI19)
+    run = tmp_path / "run"
+    done = runner.invoke(app, ["train", "-g", str(g), "--out", str(run), *TINY_RUN])
+    assert done.exit_code == 0, done.output
+    resume = ["train", "-g", str(g), "--out", str(run), *TINY_RUN, "--resume"]
+    good_settings = (run / "settings.json").read_text()
+
+    for field, value in (("crop", "abc"), ("crop", []), ("scale", "x")):
+        settings = json.loads(good_settings)
+        settings["augmentation"][field] = value
+        (run / "settings.json").write_text(json.dumps(settings))
+        before = _files(run)
+        message = _exit2(runner.invoke(app, resume))
+        assert f"The training settings in {run / 'settings.json'} are malformed" in message
+        assert _files(run) == before
+    (run / "settings.json").write_text(good_settings)
+
+    checkpoint = run / "checkpoint.pt"
+    good = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    for blob, expected in (
+        ([1, 2], "is not a cas train checkpoint"),
+        ({k: v for k, v in good.items() if k != "optimizer"}, "is incomplete (no optimizer)"),
+        ({"schema_version": good["schema_version"]}, "is incomplete (no iteration, model, optimizer, best_miou, best_iteration, rng)"),
+        ({**good, "model": [1, 2]}, "is malformed"),
+    ):
+        torch.save(blob, checkpoint)
+        before = _files(run)
+        assert f"The checkpoint {checkpoint} {expected}" in _exit2(runner.invoke(app, resume))
+        assert _files(run) == before
+
+
 def _cas(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
     cas = Path(sys.executable).with_name("cas")

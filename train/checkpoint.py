@@ -12,7 +12,7 @@ import io
 import json
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +100,12 @@ class Checkpoint:
             raise UserInputError(f"The checkpoint {path} cannot be read ({type(exc).__name__}); it may be corrupt.") from None
         if not isinstance(raw, dict) or raw.get("schema_version") != CHECKPOINT_SCHEMA_VERSION:
             raise UserInputError(f"The checkpoint {path} is not a cas train checkpoint of schema version {CHECKPOINT_SCHEMA_VERSION}.")
-        return cls(**{k: raw[k] for k in ("iteration", "model", "optimizer", "best_miou", "best_iteration", "rng")})
+        missing = [f.name for f in fields(cls) if f.name not in raw]
+        if missing:
+            raise UserInputError(f"The checkpoint {path} is incomplete (no {', '.join(missing)}); it may be corrupt.")
+        if not all(isinstance(raw[k], Mapping) for k in ("model", "optimizer", "rng")) or not isinstance(raw["iteration"], int):
+            raise UserInputError(f"The checkpoint {path} is malformed (a field has the wrong type); it may be corrupt.")
+        return cls(**{f.name: raw[f.name] for f in fields(cls)})
 
 
 @dataclass(frozen=True)
@@ -130,7 +135,7 @@ class RunFolder:
             raise UserInputError(
                 f"The folder {self.root} already holds a training run; pass --resume to continue it or choose another --out."
             )
-        recorded = TrainSettings.from_dict(read_json_file(self / SETTINGS, "run settings"))
+        recorded = TrainSettings.from_dict(read_json_file(self / SETTINGS, "run settings"), self / SETTINGS)
         difference = settings.first_difference(recorded)
         if difference is not None:
             raise UserInputError(f"Cannot resume the run in {self.root} with other settings: {difference}.")

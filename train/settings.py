@@ -155,9 +155,11 @@ class TrainSettings:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainSettings:
+    def from_dict(cls, d: dict[str, Any], source: Path | str | None = None) -> TrainSettings:
+        """Settings from their JSON form; ``source`` (the file they came from) is named in errors."""
+        where = f" in {source}" if source is not None else ""
         if not isinstance(d, dict):
-            raise UserInputError("The training settings must be a JSON object.")
+            raise UserInputError(f"The training settings{where} must be a JSON object.")
         check_schema_version(d, "training settings", SETTINGS_SCHEMA_VERSION)
         try:
             kwargs: dict[str, Any] = {k: d[k] for k in (f.name for f in fields(cls)) if k in d}
@@ -167,8 +169,8 @@ class TrainSettings:
             if kwargs.get("eval_resolution") is not None:
                 kwargs["eval_resolution"] = tuple(kwargs["eval_resolution"])
             return cls(**kwargs)
-        except (TypeError, KeyError) as exc:
-            raise UserInputError(f"The training settings are malformed ({exc}).") from None
+        except (TypeError, ValueError, KeyError, IndexError) as exc:
+            raise UserInputError(f"The training settings{where} are malformed ({exc}).") from None
 
     def first_difference(self, other: TrainSettings) -> str | None:
         """The first setting (outside :attr:`RESUMABLE_CHANGES`) where ``other`` differs, as a phrase."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import typer
@@ -10,6 +11,9 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from casprof.errors import CasError
+
+#: Set to 1 to see the traceback of an internal error instead of its one-line summary.
+DEBUG_ENV = "CASPROF_DEBUG"
 
 #: Results go to stdout; messages, progress and errors to stderr.
 out_console = Console(soft_wrap=True)
@@ -20,7 +24,8 @@ class ErrorHandlingGroup(TyperGroup):
     """Turn the toolkit's own errors into one sentence on stderr and an exit status.
 
     Bad input (:class:`~casprof.errors.UserInputError`) exits 2, a failure of the work exits 1,
-    an interruption exits 130; none of them prints a traceback.
+    an interruption exits 130; none of them prints a traceback. Any other exception is a bug: one
+    line naming it and exit 1 (``CASPROF_DEBUG=1`` lets the traceback through).
     """
 
     def invoke(self, ctx: Any) -> Any:
@@ -33,6 +38,19 @@ class ErrorHandlingGroup(TyperGroup):
         except KeyboardInterrupt:
             err_console.print("Interrupted.")
             raise typer.Exit(code=130) from None
+        except Exception as exc:
+            if _is_cli_control(exc) or os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+                raise
+            # a bug, not the user's doing: one line that says so and how to see the traceback
+            err_console.print(Text.assemble(
+                ("Internal error:", "bold red"), f" {type(exc).__name__}: {exc} (a bug; run again with {DEBUG_ENV}=1 "
+                "for the traceback, and report it)."), highlight=False)
+            raise typer.Exit(code=1) from None
+
+
+def _is_cli_control(exc: Exception) -> bool:
+    """typer's and click's own exits, aborts and usage errors, which they turn into messages themselves."""
+    return any(c.__module__.split(".")[0] in ("typer", "click") for c in type(exc).__mro__)
 
 
 def make_app(name: str, help: str) -> typer.Typer:

@@ -8,12 +8,12 @@ from typing import Annotated
 
 import typer
 
+from casprof._io import ensure_parent_exists
 from casprof.calibration import CalibrationForm
 from casprof.cli._app import err_console
 from casprof.cli._options import BuildCacheOpt, NetworkRoundsOpt, NetworkSweepsOpt, OutOpt, ProfileOpt, SeedOpt
 from casprof.cli._progress import stage_progress
 from casprof.cli.common import build_cache_for
-from casprof.errors import UserInputError
 from casprof.hardware import detect_hardware
 from casprof.profile import Metric, Profile
 
@@ -43,8 +43,7 @@ def calibrate(
 
     settings = CalibrationSettings(networks=networks, seed=seed, form=form, rounds=rounds, sweeps=sweeps)
     target = Path(out) if out is not None else Path(profile)
-    if not target.parent.is_dir():
-        raise UserInputError(f"The output folder {target.parent} does not exist.")
+    ensure_parent_exists(target)  # before the timing: a folder or read-only place in --out's way loses nothing
     p = Profile.load(profile)
     hardware = detect_hardware()
     check_can_measure(p, hardware)

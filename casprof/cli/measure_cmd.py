@@ -93,6 +93,7 @@ def measure(
     if out is None:
         out = Path("profiles") / f"{resolved.spec.name}-{backend.value}{cpu_allocator.file_tag}-{precision.value}-{h}x{w}.json"
         out.parent.mkdir(exist_ok=True)
+    ensure_parent_exists(out)
     err_console.print(
         f"Measuring [bold]{resolved.spec.name}[/] ({resolved.matched_name}) with {backend.value}/{precision.value} "
         f"at {h}x{w}, {settings.threads} thread(s), {rounds} rounds → {out}",

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from casprof._io import ensure_parent_exists
 from casprof.cli._app import err_console, out_console
 from casprof.errors import UserInputError
 from casprof.measure import iter_costs
@@ -26,6 +27,7 @@ def pool(
 ) -> None:
     """Pool the raw samples of profiles measured under the same conditions (for example at different
     hours) into one profile: every cost is the median of all their paired differences."""
+    ensure_parent_exists(out)
     if any(out.resolve() == p.resolve() for p in profiles):
         raise UserInputError(f"--out {out} is one of the profiles being pooled; write the pooled profile to a new file.")
     sources = [Profile.load(p) for p in profiles]
