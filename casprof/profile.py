@@ -336,6 +336,16 @@ def _parse_profile(d: Any) -> Profile:
         raise UserInputError("The profile's tool and settings blocks must be objects.")
     if not isinstance(warnings, list):
         raise UserInputError("The profile's warnings must be a list.")
+    pooled = settings.get("pooled_from")
+    if pooled is not None and not (isinstance(pooled, list) and all(isinstance(s, Mapping) for s in pooled)):
+        raise UserInputError("The profile's settings.pooled_from must be a list of objects, one per pooled profile.")
+    details = d["backend"].get("details") if isinstance(d["backend"], Mapping) else None
+    roofline = details.get("roofline") if isinstance(details, Mapping) else None
+    if roofline is not None and not (isinstance(roofline, Mapping) and all(
+            isinstance(roofline.get(k, 0), (int, float)) and not isinstance(roofline.get(k), bool)
+            for k in ("peak_tflops", "bandwidth_gbs", "launch_overhead_us"))):
+        raise UserInputError("The profile's backend.details.roofline must be an object whose peak_tflops, "
+                             "bandwidth_gbs and launch_overhead_us are numbers.")
     return Profile(
         device=str(d["device"]),
         hardware=dict(hardware),

@@ -98,6 +98,8 @@ def _edited(src: Path, dst: Path, edit) -> Path:
         (lambda d: d["hardware"].__setitem__("cpu", "x"), "hardware.cpu"),
         (lambda d: (d["hardware"].pop("digest"), d["hardware"].__setitem__("gpus", ["x"])), r"hardware.gpus\[0\]"),
         (lambda d: d["network"].__setitem__("input_size", [100, 100]), "input_size 100x100 does not fit its network"),
+        (lambda d: d["settings"].__setitem__("pooled_from", 3), "pooled_from must be a list of objects"),
+        (lambda d: d["backend"]["details"].__setitem__("roofline", {"peak_tflops": "x"}), "peak_tflops, bandwidth_gbs and launch_overhead_us are numbers"),
     ],
 )
 def test_bad_profiles_are_refused(tiny_profile_path: Path, tmp_path: Path, edit, message: str) -> None:
