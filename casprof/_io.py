@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from casprof.errors import UserInputError, WriteError
@@ -38,48 +38,77 @@ def give_usual_permissions(path: Path | str) -> None:
     os.chmod(path, 0o666 & ~_umask())
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+def _write_error(path: Path, exc: OSError, outcome: str) -> WriteError:
+    return WriteError(f"Cannot write {path} ({exc.strerror or exc.__class__.__name__}); {outcome}.")
+
+
+def pending_file(path: Path, fill: Callable[[Path], None]) -> Path:
+    """A new hidden temporary file beside ``path``, filled by ``fill(tmp)`` and given the permissions
+    a plain write would have, for a later :func:`install` onto ``path``.
+
+    Raises:
+        WriteError: it could not be made or filled (it is removed).
+    """
     path = Path(path)
-    ensure_parent_exists(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
     except OSError as exc:
-        raise WriteError(f"Cannot write {path} ({exc.strerror or exc.__class__.__name__}).") from None
+        raise _write_error(path, exc, "nothing was written") from None
+    tmp = Path(name)
     try:
         give_usual_permissions(tmp)
-        with os.fdopen(fd, "wb") as fh:
+        fill(tmp)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _write_error(path, exc, "nothing was written") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def install(tmp: Path, path: Path, outcome: str = "nothing was written") -> None:
+    """Rename the finished temporary file ``tmp`` onto ``path`` in one step.
+
+    Raises:
+        WriteError: the rename failed (``outcome`` says what that left; ``tmp`` stays for the caller).
+    """
+    try:
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise _write_error(path, exc, outcome) from None
+
+
+def synced_writer(data: bytes) -> Callable[[Path], None]:
+    """A ``fill`` for :func:`pending_file` that writes ``data`` and flushes it to the disk."""
+    def fill(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise WriteError(f"Cannot write {path} ({exc.strerror or exc.__class__.__name__}); nothing was written.") from None
+    return fill
+
+
+def _replace_atomically(path: Path, fill: Callable[[Path], None]) -> None:
+    path = Path(path)
+    ensure_parent_exists(path)
+    tmp = pending_file(path, fill)
+    try:
+        install(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    _replace_atomically(path, synced_writer(data))
 
 
 def atomic_copy(source: Path, dest: Path) -> None:
     """Copy ``source`` to ``dest`` atomically (temporary file in ``dest``'s folder, then rename)."""
-    dest = Path(dest)
-    ensure_parent_exists(dest)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    except OSError as exc:
-        raise WriteError(f"Cannot write {dest} ({exc.strerror or exc.__class__.__name__}).") from None
-    os.close(fd)
-    try:
-        give_usual_permissions(tmp)
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, dest)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise WriteError(f"Cannot write {dest} ({exc.strerror or exc.__class__.__name__}); nothing was written.") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _replace_atomically(dest, lambda tmp: shutil.copyfile(source, tmp))
 
 
 def file_sha256(path: Path) -> str:
@@ -95,8 +124,13 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def json_text(obj: Any) -> str:
+    """The toolkit's JSON file layout: indented, keys in their order, a final newline."""
+    return json.dumps(obj, indent=2, sort_keys=False) + "\n"
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    atomic_write_text(path, json_text(obj))
 
 
 def read_json_file(path: Path, what: str) -> Any:

@@ -160,24 +160,14 @@ class BuildCache:
     # -- housekeeping -------------------------------------------------------------------------
     def size_bytes(self) -> int:
         """Bytes the cache's files take."""
-        total = 0
-        for p in self._files():
-            try:
-                total += p.stat().st_size
-            except FileNotFoundError:  # removed meanwhile by another process sharing the cache
-                pass
-        return total
+        return sum(st.st_size for _, st in self._stats())
 
     def prune(self) -> None:
         """Remove the least recently used entries until the cache fits ``max_bytes``."""
         entries: dict[Path, tuple[float, int, list[Path]]] = {}
-        for p in self._files():
+        for p, st in self._stats():
             stem = p.parent / p.name.split(".")[0]
             used, size, files = entries.get(stem, (0.0, 0, []))
-            try:
-                st = p.stat()
-            except FileNotFoundError:  # another process sharing the cache removed it meanwhile
-                continue
             entries[stem] = (max(used, st.st_mtime), size + st.st_size, [*files, p])
         total = sum(size for _, size, _ in entries.values())
         for _, size, files in sorted(entries.values(), key=lambda e: e[0]):
@@ -201,6 +191,16 @@ class BuildCache:
     def _files(self) -> list[Path]:
         return [p for kind in ("onnx", "counts") if (self.root / kind).is_dir()
                 for p in (self.root / kind).iterdir() if p.is_file() and not p.name.startswith(".")]
+
+    def _stats(self) -> list[tuple[Path, os.stat_result]]:
+        """Each file with its stat, leaving out any that another process sharing the cache removed meanwhile."""
+        out = []
+        for p in self._files():
+            try:
+                out.append((p, p.stat()))
+            except FileNotFoundError:
+                continue
+        return out
 
     @staticmethod
     def _discard(*paths: Path) -> None:

@@ -423,8 +423,8 @@ def run_calibration(profile: Profile, hardware: HardwareFingerprint, settings: C
         BackendUnavailableError: the profile's backend cannot run here.
         MeasurementError: a network's anchored latency came out not positive (timing noise at a tiny size).
     """
-    from casprof.fidelity import (anchored_ms, check_can_measure, derived_networks, measure_settings_of, network_blocks,
-                                  require_resolved, time_blocks)
+    from casprof.fidelity import (check_can_measure, derived_networks, measure_settings_of, network_blocks,
+                                  resolved_anchored_ms, time_blocks)
     from casprof.predict import predict
     from casprof.profile import Metric
 
@@ -441,7 +441,7 @@ def run_calibration(profile: Profile, hardware: HardwareFingerprint, settings: C
     for s, (kind, g) in genotypes.items():
         predicted = predict(bare, g)[lat].value
         times, brackets = got.times[f"calibration-{s}"], got.brackets[f"calibration-{s}"]
-        require_resolved(f"calibration-{s}", base, times, brackets, per_instance=False)  # the fit uses the median only
-        measured = anchored_ms(base, times, brackets)
+        # the fit uses the overall median only
+        measured = resolved_anchored_ms(f"calibration-{s}", base, times, brackets, per_instance=False)
         networks.append(CalibrationNetwork(s, predicted, measured, kind, predicted - base))
     return Calibration.fit(settings.form, networks, settings.to_dict(), float(np.median(got.baseline)))

@@ -242,10 +242,10 @@ def ratio_anchored_ms(baseline_ms: float, times: Sequence[Sequence[float]], brac
     return baseline_ms * float(np.median([t / b for ts, bs in zip(times, brackets) for t, b in zip(ts, bs)]))
 
 
-def require_resolved(name: str, baseline_ms: float, times: Sequence[Sequence[float]],
-                     brackets: Sequence[Sequence[float]], *, per_instance: bool = True) -> None:
-    """Refuse a network whose anchored latency (overall and, with ``per_instance``, that of each
-    instance, the test-retest halves) is not positive.
+def resolved_anchored_ms(name: str, baseline_ms: float, times: Sequence[Sequence[float]],
+                         brackets: Sequence[Sequence[float]], *, per_instance: bool = True) -> float:
+    """The network's anchored latency (:func:`anchored_ms`, over every instance), refusing one that
+    is not positive, overall or, with ``per_instance``, on either instance (the test-retest halves).
 
     Relative errors against such a value are undefined. It takes a network that ran faster than
     its bracketing baseline runs by at least the profile's whole c'_id: at a real resolution that
@@ -257,8 +257,9 @@ def require_resolved(name: str, baseline_ms: float, times: Sequence[Sequence[flo
         MeasurementError: one sentence naming the network, its anchored time and how it came about.
     """
     halves = [(f" on instance {i + 1}", times[i:i + 1], brackets[i:i + 1]) for i in range(len(times)) if times[i]]
+    overall = anchored_ms(baseline_ms, times, brackets)
     for label, runs, bracket in [("", times, brackets), *(halves if per_instance else [])]:
-        value = anchored_ms(baseline_ms, runs, bracket)
+        value = overall if not label else anchored_ms(baseline_ms, runs, bracket)
         if value <= 0:
             count = sum(len(ts) for ts in runs)
             around = float(np.median([b for bs in bracket for b in bs]))
@@ -269,6 +270,7 @@ def require_resolved(name: str, baseline_ms: float, times: Sequence[Sequence[flo
                 "of the baseline network's, so relative errors against it are undefined; run again with more --rounds, "
                 "or check a profile made at a larger resolution."
             )
+    return overall
 
 
 def network_result(candidate: Candidate, predicted: float, uniform: float | None, baseline_ms: float,
@@ -276,9 +278,9 @@ def network_result(candidate: Candidate, predicted: float, uniform: float | None
     """Anchored and raw figures of one network from its per-instance times and brackets.
 
     Raises:
-        MeasurementError: an anchored figure is not positive (:func:`require_resolved`).
+        MeasurementError: an anchored figure is not positive (:func:`resolved_anchored_ms`).
     """
-    require_resolved(candidate.name, baseline_ms, times, brackets)
+    measured = resolved_anchored_ms(candidate.name, baseline_ms, times, brackets)
     first, second = times
     return NetworkResult(
         name=candidate.name,
@@ -287,7 +289,7 @@ def network_result(candidate: Candidate, predicted: float, uniform: float | None
         uniform_ms=uniform,
         first_ms=anchored_ms(baseline_ms, times[:1], brackets[:1]),
         second_ms=anchored_ms(baseline_ms, times[1:], brackets[1:]),
-        measured_ms=anchored_ms(baseline_ms, times, brackets),
+        measured_ms=measured,
         samples_ms=(tuple(first), tuple(second)),
         brackets_ms=(tuple(brackets[0]), tuple(brackets[1])),
         raw_ms=float(np.median(first + second)),
@@ -420,15 +422,15 @@ def measure_settings_of(profile: Profile) -> MeasureSettings:
     Raises:
         UserInputError: a settings block with a wrong type or an unknown value.
     """
-    s = profile.settings
     try:
-        return _measure_settings(profile, s)
+        return _measure_settings(profile)
     except (TypeError, ValueError, AttributeError, OverflowError) as exc:
         raise UserInputError(f"The profile's settings block is malformed ({type(exc).__name__}: {exc}), so its "
                              "measurement cannot be repeated.") from None
 
 
-def _measure_settings(profile: Profile, s: Mapping[str, Any]) -> MeasureSettings:
+def _measure_settings(profile: Profile) -> MeasureSettings:
+    s = profile.settings
     return MeasureSettings(
         backend=s.get("backend", profile.backend.name),
         precision=s.get("precision", profile.backend.precision),

@@ -134,7 +134,7 @@ def merge_profiles(profiles: Sequence[Profile]) -> Profile:
     edge_model = _pooled_edge_model(profiles, pool)
     # Profile 1's settings, with the rounds of all sources; each source's own amounts in pooled_from.
     settings = {k: v for k, v in first.settings.items() if k not in ("phase_seconds", "build_cache")}
-    settings["rounds"] = sum(int(p.settings["rounds"]) for p in profiles)
+    settings["rounds"] = sum(p.settings["rounds"] for p in profiles)  # whole numbers, checked above
     settings["pooled_from"] = [_source_record(p) for p in profiles]
     return dataclasses.replace(
         first,

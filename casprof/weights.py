@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from casprof.backends.onnx_export import file_sha256
+from casprof._io import file_sha256
 from casprof.errors import UserInputError
 
 RANDOM_INIT = "random init"

@@ -30,7 +30,7 @@ from typing import Any
 
 
 from casprof import __version__
-from casprof._io import atomic_write_json, atomic_write_text, ensure_parent_exists
+from casprof._io import atomic_write_json, atomic_write_text, ensure_parent_exists, file_sha256
 from casprof.backends import Backend, Precision, RunnerSpec, make_runner, parse_backend
 from casprof.backends.cpu_memory import parse_cpu_allocator
 from casprof.backends.onnx_export import check_exporter
@@ -224,7 +224,7 @@ def _resolve_source(
         if Backend.TORCH in backends:
             raise UserInputError("The torch backend needs a genotype (--genotype); an ONNX file has no PyTorch module.")
         meta = load_export_metadata(path)
-        sha = _sha(path)
+        sha = file_sha256(path)
         if meta is not None:
             check_export_sha(path, meta, sha)
         config = NetworkConfig.from_dict(meta["network"]) if meta and isinstance(meta.get("network"), dict) else DEFAULT_CONFIG
@@ -258,13 +258,7 @@ def _resolve_source(
     if settings.resolution is not None and _size(settings.resolution, DEFAULT_CONFIG) != size:
         raise UserInputError(f"The engine {path} was built for {size[0]}x{size[1]} inputs.")
     return _Source("engine", str(path), backends, size, int(shape[1]), path=path, engine_meta=meta,
-                   facts={"engine": {"path": str(path), "sha256": _sha(path), "metadata": meta}})
-
-
-def _sha(path: Path) -> str:
-    from casprof.backends.onnx_export import file_sha256
-
-    return file_sha256(path)
+                   facts={"engine": {"path": str(path), "sha256": file_sha256(path), "metadata": meta}})
 
 
 # --------------------------------------------------------------------------------------------

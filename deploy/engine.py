@@ -15,9 +15,8 @@ from typing import Any
 
 import torch
 
-from casprof._io import read_json_file
+from casprof._io import file_sha256, read_json_file
 from casprof.backends.base import RunnerInfo, RunnerSpec
-from casprof.backends.onnx_export import file_sha256
 from casprof.backends.tensorrt_runner import (
     TensorRTRunner,
     make_trt_logger,

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import json
 import os
 import re
 import time
@@ -39,7 +38,8 @@ import torch
 from torch import nn
 
 from casprof import __version__
-from casprof._io import atomic_write_json, ensure_parent_exists, give_usual_permissions, read_json_file
+from casprof._io import (atomic_write_json, ensure_parent_exists, file_sha256, give_usual_permissions, install, json_text,
+                         pending_file, read_json_file, synced_writer)
 from casprof.backends.base import Precision, RunnerSpec
 from casprof.backends.onnx_export import (
     EXPORTERS,
@@ -47,7 +47,6 @@ from casprof.backends.onnx_export import (
     OUTPUT_NAME,
     check_exporter,
     export_onnx,
-    file_sha256,
     onnx_opset,
 )
 from casprof.config import DEFAULT_RESOLUTION, MAX_SIDE, parse_resolution
@@ -98,39 +97,19 @@ def metadata_path_for(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
-def _pending_name(path: Path) -> Path:
-    """A hidden temporary name beside ``path`` (renamed onto it once everything is ready)."""
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-
-
-def _write_pending_json(tmp: Path, final: Path, obj: Any) -> None:
-    """Write ``obj`` as JSON to ``tmp`` (flushed to disk) for a later rename onto ``final``."""
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(obj, indent=2) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        give_usual_permissions(tmp)
-    except OSError as exc:
-        raise WriteError(f"Cannot write {final} ({exc.strerror or exc.__class__.__name__}); nothing was written.") from None
-
-
 def _install_pair(onnx_tmp: Path, target: Path, meta_tmp: Path, meta_path: Path) -> None:
     """Rename the verified ONNX file into place, then its metadata.
 
     A kill between the two renames leaves the new ONNX file beside the old metadata, whose
     sha256 no longer matches: ``cas deploy bench --onnx`` refuses that pair (:func:`check_export_sha`).
     """
+    install(onnx_tmp, target)
     try:
-        os.replace(onnx_tmp, target)
-    except OSError as exc:
-        raise WriteError(f"Cannot write {target} ({exc.strerror or exc.__class__.__name__}); nothing was written.") from None
-    try:
-        os.replace(meta_tmp, meta_path)
-    except OSError as exc:
+        install(meta_tmp, meta_path, outcome="the export was removed")
+    except WriteError:
         with contextlib.suppress(OSError):
             target.unlink()
-        raise WriteError(f"Cannot write {meta_path} ({exc.strerror or exc.__class__.__name__}); the export was removed.") from None
+        raise
 
 
 def default_onnx_path(genotype_path: Path, resolution: tuple[int, int], dynamic: bool) -> Path:
@@ -370,7 +349,7 @@ def export_genotype(
         resolutions.append((h + s if h + s <= MAX_SIDE else h - s, w + 2 * s if w + 2 * s <= MAX_SIDE else w - 2 * s))
 
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp.onnx")
-    meta_tmp = _pending_name(meta_path)
+    meta_tmp: Path | None = None
     try:
         _say(progress, f"Exporting {genotype_path} at {size[0]}x{size[1]}{' (dynamic H/W)' if dynamic else ''} with the {exporter} exporter…")
         if dynamic:
@@ -415,13 +394,14 @@ def export_genotype(
             "int8": None,
             "tensorrt": None,
         }
-        _write_pending_json(meta_tmp, meta_path, metadata)
+        meta_tmp = pending_file(meta_path, synced_writer(json_text(metadata).encode("utf-8")))
         give_usual_permissions(tmp)
         _install_pair(tmp, target, meta_tmp, meta_path)
     finally:
         for leftover in (tmp, meta_tmp):
-            with contextlib.suppress(OSError):
-                leftover.unlink()
+            if leftover is not None:
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
 
     result = ExportResult(
         onnx_path=target,

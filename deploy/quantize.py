@@ -27,8 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from casprof._io import give_usual_permissions
-from casprof.backends.onnx_export import file_sha256
+from casprof._io import file_sha256, give_usual_permissions
 from casprof.errors import MeasurementError
 
 #: Calibration inputs used by default (each is one seeded random input).

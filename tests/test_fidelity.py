@@ -288,20 +288,20 @@ def test_every_block_is_measured_once_per_sweep(tiny_profile_path: Path) -> None
 def test_a_network_that_ran_faster_than_its_brackets_by_c_id_is_refused() -> None:
     """Relative errors against an anchored latency <= 0 are undefined: one sentence, not a number."""
     from casprof.errors import MeasurementError
-    from casprof.fidelity import Candidate, network_result, require_resolved
+    from casprof.fidelity import Candidate, network_result, resolved_anchored_ms
     from casprof.genotype import random_genotype
 
     from tests.conftest import TINY
 
-    require_resolved("n", 1.0, ([2.0, 2.0], [2.0]), ([2.5, 2.5], [2.5]))  # 0.5 ms overall and per instance
+    assert resolved_anchored_ms("n", 1.0, ([2.0, 2.0], [2.0]), ([2.5, 2.5], [2.5])) == 0.5  # overall and per instance
     # overall 1 + median(-0.5, -0.5, -0.5, -1.5) = 0.5 ms, but instance 2 alone 1 - 1.5 = -0.5 ms
     with pytest.raises(MeasurementError, match=r"Network 'n' measured -0\.5 ms on instance 2 after anchoring .* "
                                                r"-1\.5 ms from its bracketing baseline runs over 1 run\(s\), the baseline "
                                                r"network taking 3\.5 ms around it\)"):
-        require_resolved("n", 1.0, ([2.0, 2.0, 2.0], [2.0]), ([2.5, 2.5, 2.5], [3.5]))
-    require_resolved("n", 1.0, ([2.0, 2.0, 2.0], [2.0]), ([2.5, 2.5, 2.5], [3.5]), per_instance=False)  # the median only
+        resolved_anchored_ms("n", 1.0, ([2.0, 2.0, 2.0], [2.0]), ([2.5, 2.5, 2.5], [3.5]))
+    resolved_anchored_ms("n", 1.0, ([2.0, 2.0, 2.0], [2.0]), ([2.5, 2.5, 2.5], [3.5]), per_instance=False)  # the median only
     with pytest.raises(MeasurementError, match=r"measured -0\.25 ms after anchoring"):  # 1 + median(-1, -1.5)
-        require_resolved("n", 1.0, ([2.0], [2.0]), ([3.0], [3.5]), per_instance=False)
+        resolved_anchored_ms("n", 1.0, ([2.0], [2.0]), ([3.0], [3.5]), per_instance=False)
     with pytest.raises(MeasurementError, match="Network 'm' measured 0 ms after anchoring"):  # exactly 0 is refused too
         network_result(Candidate("m", random_genotype(0, TINY)), predicted=7.0, uniform=None, baseline_ms=1.0,
                        times=([2.0], [2.0]), brackets=([3.0], [3.0]), exact=(1e9, 1e6))

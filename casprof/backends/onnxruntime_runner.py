@@ -32,8 +32,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from casprof._io import file_sha256
 from casprof.backends.base import Backend, Precision, Runner, RunnerInfo, RunnerSpec, split_model_or_path
-from casprof.backends.onnx_export import ExportInfo, check_exporter, export_onnx, file_sha256, onnx_opset
+from casprof.backends.onnx_export import ExportInfo, check_exporter, export_onnx, onnx_opset
 from casprof.backends.torch_runner import cpu_model_name, cuda_device_details, require_cuda, resolve_device
 from casprof.errors import BackendUnavailableError, MeasurementError, UserInputError
 

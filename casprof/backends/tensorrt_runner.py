@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from casprof._io import atomic_write_bytes
+from casprof._io import atomic_write_bytes, file_sha256
 from casprof.backends.base import Backend, Precision, Runner, RunnerInfo, RunnerSpec, split_model_or_path
-from casprof.backends.onnx_export import ExportInfo, check_exporter, export_onnx, file_sha256
+from casprof.backends.onnx_export import ExportInfo, check_exporter, export_onnx
 from casprof.backends.torch_runner import cuda_device_details, resolve_device
 from casprof.errors import BackendUnavailableError, MeasurementError, UserInputError
 
