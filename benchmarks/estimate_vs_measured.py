@@ -199,7 +199,7 @@ def main() -> None:
         profile = Profile.load(path)
         if profile.method is not Method.MEASURED:
             continue
-        if not is_gpu_profile(profile) and profile.hardware.get("digest") != hw.digest():
+        if not is_gpu_profile(profile) and not hw.recorded_here(profile.hardware):
             skipped[_display_path(path)] = profile
             continue
         comparisons.append(compare(profile, path, hw))

@@ -30,7 +30,7 @@ from casprof.devices import resolve_device
 from casprof.fidelity import FidelityReport, FidelitySettings, measure_settings_of, run_fidelity
 from casprof.fidelity_metrics import Agreement
 from casprof.fidelity_report import report_markdown, write_report
-from casprof.hardware import detect_hardware
+from casprof.hardware import HardwareFingerprint, detect_hardware
 from casprof.measure import MeasureSettings, run_measurement
 from casprof.profile import Profile
 
@@ -76,6 +76,13 @@ def short_profile(backend: str, folder: Path) -> Path:
     return out
 
 
+def default_profile(hw: HardwareFingerprint, backend: str) -> Path:
+    """This machine's shipped profile: named by its digest, or by its older digest (made before
+    fingerprints recorded the CPU's signature; ``run_fidelity`` still checks that it is this CPU)."""
+    paths = [ROOT / "profiles" / f"cpu-{d[:8]}-{backend}-fp32-768x1536.json" for d in (hw.digest(), hw.digest(legacy=True))]
+    return next((p for p in paths if p.is_file()), paths[0])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", default="onnxruntime", choices=[Backend.ONNXRUNTIME.value, Backend.TORCH.value])
@@ -99,7 +106,7 @@ def main() -> None:
                                         retime_structure=args.retime_structure)
             results = args.results or Path(tmp)
         else:
-            profile_path = args.profile or ROOT / "profiles" / f"cpu-{hw.digest()[:8]}-{args.backend}-fp32-768x1536.json"
+            profile_path = args.profile or default_profile(hw, args.backend)
             settings = FidelitySettings(samples=args.samples, seed=args.seed, rounds=args.rounds, sweeps=args.sweeps,
                                         retime_structure=args.retime_structure)
             results = args.results or RESULTS

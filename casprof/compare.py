@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from casprof.errors import UserInputError
-from casprof.hardware import HardwareFingerprint
+from casprof.hardware import HardwareFingerprint, describe_recorded
 from casprof.ops import CELL_TYPES, candidate_ops
 from casprof.profile import Method, Metric, Profile
 from casprof.stats import Measurement
@@ -132,14 +132,7 @@ def check_profile(profile: Profile, present: HardwareFingerprint | None = None) 
         # -0.38 ms, interval [-0.82, +0.00], made the mean error -3.7 % where none gave +0.5 %).
         level = "warning" if profile.calibration.indistinguishable_from_none else "info"
         findings.append(Finding(level, f"calibrated: {profile.calibration.summary()}."))
-    digest = profile.hardware.get("digest")
-    if present is not None and digest and digest != present.digest():
-        findings.append(Finding("info", f"The profile was made on other hardware ({_describe(profile)}) than this machine ({present.describe()})."))
+    if present is not None and profile.hardware.get("digest") and not present.recorded_here(profile.hardware):
+        findings.append(Finding("info", f"The profile was made on other hardware ({describe_recorded(profile.hardware)}) "
+                                        f"than this machine ({present.describe()})."))
     return findings
-
-
-def _describe(profile: Profile) -> str:
-    gpus = profile.hardware.get("gpus") or []
-    if gpus:
-        return f"GPU '{gpus[0].get('name')}'"
-    return f"CPU '{(profile.hardware.get('cpu') or {}).get('model', 'unknown')}'"

@@ -59,7 +59,7 @@ from casprof.devices import resolve_device
 from casprof.errors import MeasurementError, UserInputError
 from casprof.fidelity_metrics import Agreement, LinearFit, agreement, proxy_agreement, retest_error, retest_kendall_tau
 from casprof.genotype import Genotype, random_genotype, uniform_genotype
-from casprof.hardware import HardwareFingerprint
+from casprof.hardware import HardwareFingerprint, describe_recorded
 from casprof.measure import (MeasureSettings, Progress, ProgressCallback, cached_counts, make_runner_spec, open_reusing,
                              sweep_rounds, time_bracketed, warm_up)
 from casprof.probes import BASELINE, build_network, build_probe
@@ -403,14 +403,10 @@ def check_can_measure(profile: Profile, hardware: HardwareFingerprint) -> None:
         raise UserInputError(f"The profile's baseline latency c'_id is {c_id:g} ms; a measured one is above 0, so the "
                              "file was edited by hand.")
     measure_settings_of(profile)  # a malformed settings block: refused now, not after the networks are built
-    recorded = profile.hardware.get("digest")
-    if recorded != hardware.digest():
-        cpu = (profile.hardware.get("cpu") or {}).get("model", "unknown CPU")
-        gpus = profile.hardware.get("gpus") or []
-        theirs = f"GPU '{gpus[0].get('name')}'" if gpus else f"CPU '{cpu}'"
+    if not hardware.recorded_here(profile.hardware):
         raise UserInputError(
-            f"The profile was made on {theirs} (hardware {recorded}), not on this machine's {hardware.describe()} "
-            f"(hardware {hardware.digest()}), so its latencies cannot be checked here."
+            f"The profile was made on {describe_recorded(profile.hardware)} (hardware {profile.hardware.get('digest')}), not on "
+            f"this machine's {hardware.describe()} (hardware {hardware.digest()}), so its latencies cannot be checked here."
         )
 
 

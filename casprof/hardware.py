@@ -32,8 +32,12 @@ __all__ = [
     "SoftwareInfo",
     "HardwareFingerprint",
     "detect_hardware",
+    "describe_recorded",
     "sample_gpu_state",
     "decode_clocks_event_reasons",
+    "parse_cpu_model",
+    "parse_cpu_signature",
+    "parse_vector_isa",
 ]
 
 _THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -69,6 +73,11 @@ class CpuInfo:
     max_mhz: Optional[float] = None  # cpuinfo_max_freq of cpu0, if readable
     capability: Optional[str] = None  # torch's CPU kernel capability, e.g. "AVX2", "AVX512"
     host_memory_bytes: Optional[int] = None
+    # Which silicon it is where ``model`` does not say (a hypervisor may show every generation of a
+    # vendor's server CPUs as "AMD EPYC"): x86 "AuthenticAMD family 25 model 1", ARM "implementer
+    # 0x41 part 0xd0c"; and the widest vector extension its flags list ("AVX512", "AVX2", "SVE", ...).
+    signature: Optional[str] = None
+    vector_isa: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -161,36 +170,81 @@ class HardwareFingerprint:
             env_threads={str(k): str(v) for k, v in env.items()},
         )
 
-    def identity(self) -> dict[str, Any]:
-        """The stable identity fields the digest is computed over."""
+    def identity(self, legacy: bool = False) -> dict[str, Any]:
+        """The stable identity fields the digest is computed over: the CPU's model, architecture,
+        core count, signature and vector extension (the last two only where known), the GPUs'
+        names, compute capabilities and UUIDs. ``legacy``: without the signature and vector
+        extension, as fingerprints were computed before they were recorded."""
+        cpu: dict[str, Any] = {
+            "model": self.cpu.model,
+            "arch": self.cpu.arch,
+            "logical_cores": self.cpu.logical_cores,
+        }
+        if not legacy:
+            cpu.update({k: v for k, v in (("signature", self.cpu.signature), ("vector_isa", self.cpu.vector_isa))
+                        if v is not None})
         return {
-            "cpu": {
-                "model": self.cpu.model,
-                "arch": self.cpu.arch,
-                "logical_cores": self.cpu.logical_cores,
-            },
+            "cpu": cpu,
             "gpus": [
                 {"name": g.name, "compute_capability": g.compute_capability, "uuid": g.uuid}
                 for g in self.gpus
             ],
         }
 
-    def digest(self) -> str:
+    def digest(self, legacy: bool = False) -> str:
         """16 hex chars of sha256 over the identity (no clocks, temperatures or versions).
 
         Two fingerprints of the same machine share it, provided both were detected with the same
-        ``include_gpu`` setting.
+        ``include_gpu`` setting. A fingerprint recorded without the CPU's signature and vector
+        extension (older profiles) has the same digest as ``digest(legacy=True)`` of a new one.
         """
-        blob = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
+        blob = json.dumps(self.identity(legacy), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
+    def recorded_here(self, block: Mapping[str, Any]) -> bool:
+        """Whether a recorded hardware block (a profile's ``hardware``) was made on this machine.
+
+        Its ``digest`` must equal this fingerprint's. A block recorded before the CPU's signature
+        and vector extension were (no such fields) is matched on the older identity, and then its
+        torch CPU capability must agree with this machine's: the brand string alone ("AMD EPYC")
+        does not tell an AVX-512 generation from an AVX2 one.
+        """
+        recorded = block.get("digest")
+        if not recorded:
+            return False
+        if recorded == self.digest():
+            return True
+        cpu = block.get("cpu")
+        if not isinstance(cpu, Mapping) or cpu.get("signature") is not None or cpu.get("vector_isa") is not None:
+            return False
+        if recorded != self.digest(legacy=True):
+            return False
+        theirs = cpu.get("capability")
+        return theirs is None or self.cpu.capability is None or str(theirs) == self.cpu.capability
+
     def describe(self) -> str:
-        """A short human description, e.g. ``CPU 'AMD EPYC' and no CUDA GPU``."""
+        """A short human description, e.g. ``CPU 'AMD EPYC' (AuthenticAMD family 25 model 1, AVX2)
+        and no CUDA GPU``; without a signature and vector extension, torch's kernel capability."""
+        details = [d for d in (self.cpu.signature, self.cpu.vector_isa) if d]
+        if not details and self.cpu.capability:
+            details = [f"{self.cpu.capability} kernels"]
+        cpu = f"CPU '{self.cpu.model}'" + (f" ({', '.join(details)})" if details else "")
         if not self.gpus:
-            return f"CPU '{self.cpu.model}' and no CUDA GPU"
+            return f"{cpu} and no CUDA GPU"
         names = ", ".join(f"'{g.name}'" for g in self.gpus)
         plural = "GPU" if len(self.gpus) == 1 else "GPUs"
-        return f"CPU '{self.cpu.model}' and CUDA {plural} {names}"
+        return f"{cpu} and CUDA {plural} {names}"
+
+
+def describe_recorded(block: Mapping[str, Any]) -> str:
+    """:meth:`HardwareFingerprint.describe` of a recorded hardware block (a profile's), or
+    ``unknown hardware`` where the block names no CPU."""
+    if not isinstance(block, Mapping) or not isinstance(block.get("cpu"), Mapping):
+        return "unknown hardware"
+    try:
+        return HardwareFingerprint.from_dict(block).describe()
+    except UserInputError:
+        return "unknown hardware"
 
 
 def _list_or_none(value: Any) -> Optional[list]:
@@ -247,6 +301,43 @@ def parse_cpu_model(cpuinfo_text: str) -> Optional[str]:
     return None
 
 
+def _first_values(cpuinfo_text: str, keys: tuple[str, ...]) -> dict[str, str]:
+    """The first value of each of ``keys`` (lower case) in /proc/cpuinfo text (the first processor)."""
+    found: dict[str, str] = {}
+    for line in cpuinfo_text.splitlines():
+        key, sep, value = line.partition(":")
+        key = key.strip().lower()
+        if sep and key in keys and key not in found:
+            found[key] = " ".join(value.split())
+    return found
+
+
+def parse_cpu_signature(cpuinfo_text: str) -> Optional[str]:
+    """Which silicon the CPU is, from /proc/cpuinfo text: x86 ``<vendor_id> family F model M``,
+    ARM ``implementer I part P`` (variant and revision left out, like x86's stepping); None if
+    neither is there."""
+    v = _first_values(cpuinfo_text, ("vendor_id", "cpu family", "model", "cpu implementer", "cpu part"))
+    if v.get("vendor_id") and v.get("cpu family") and v.get("model", "").isdigit():
+        return f"{v['vendor_id']} family {v['cpu family']} model {v['model']}"
+    if v.get("cpu implementer") and v.get("cpu part"):
+        return f"implementer {v['cpu implementer']} part {v['cpu part']}"
+    return None
+
+
+# Widest first; the first extension a CPU's flags list names it.
+_VECTOR_ISAS: tuple[tuple[str, str], ...] = (
+    ("avx512f", "AVX512"), ("avx2", "AVX2"), ("avx", "AVX"), ("sse4_2", "SSE4.2"),
+    ("sve2", "SVE2"), ("sve", "SVE"), ("asimd", "NEON"),
+)
+
+
+def parse_vector_isa(cpuinfo_text: str) -> Optional[str]:
+    """The widest vector extension in the first ``flags`` (x86) or ``Features`` (ARM) line."""
+    v = _first_values(cpuinfo_text, ("flags", "features"))
+    flags = set((v.get("flags") or v.get("features") or "").split())
+    return next((name for flag, name in _VECTOR_ISAS if flag in flags), None)
+
+
 def _detect_cpu() -> CpuInfo:
     text = _read_text("/proc/cpuinfo")
     model = parse_cpu_model(text) if text else None
@@ -285,6 +376,8 @@ def _detect_cpu() -> CpuInfo:
         max_mhz=max_mhz,
         capability=capability,
         host_memory_bytes=memory,
+        signature=parse_cpu_signature(text) if text else None,
+        vector_isa=parse_vector_isa(text) if text else None,
     )
 
 

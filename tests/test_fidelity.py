@@ -93,6 +93,21 @@ def _other_hardware(d: dict) -> None:
     d["hardware"]["digest"] = HardwareFingerprint.from_dict(d["hardware"]).digest()
 
 
+def _as_recorded_before_signatures(d: dict, capability: str) -> None:
+    """The block as profiles recorded it before the CPU's signature and vector extension were."""
+    cpu = d["hardware"]["cpu"]
+    cpu.pop("signature", None)
+    cpu.pop("vector_isa", None)
+    cpu["capability"] = capability
+    d["hardware"]["digest"] = HardwareFingerprint.from_dict(d["hardware"]).digest()
+
+
+def _other_generation_recorded_before_signatures(d: dict) -> None:
+    # same brand string and cores, other torch kernels: the AVX-512 EPYC profiles against an AVX2 EPYC
+    present = d["hardware"]["cpu"]["capability"]
+    _as_recorded_before_signatures(d, "AVX2" if present == "AVX512" else "AVX512")
+
+
 @pytest.mark.parametrize(
     "edit, args, message",
     [
@@ -102,6 +117,7 @@ def _other_hardware(d: dict) -> None:
         (lambda d: d["settings"].__setitem__("seed", "x"), [], "settings block is malformed"),
         (lambda d: d["baseline"].__setitem__("latency_ms", {"value": -1.0}), [], "c'_id is -1 ms"),
         (_other_hardware, [], "Imaginary CPU 9000"),
+        (_other_generation_recorded_before_signatures, [], "kernels) and no CUDA GPU (hardware "),
         (None, ["--rounds", "3"], "even number"),
         (None, ["--rounds", "4", "--sweeps", "5"], "between 1 and the number of rounds (4)"),
         (None, ["--sweeps", "0"], "between 1 and the number of rounds"),
@@ -115,6 +131,20 @@ def test_fidelity_bad_input_exits_2_and_writes_nothing(tiny_profile_path: Path, 
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert list(report.iterdir()) == []
+
+
+def test_profile_recorded_before_signatures_is_still_this_machine(tiny_profile_path: Path, tmp_path: Path) -> None:
+    from casprof.fidelity import check_can_measure
+    from casprof.hardware import detect_hardware
+
+    here = detect_hardware()
+    d = json.loads(tiny_profile_path.read_text())
+    assert d["hardware"]["digest"] == here.digest() and d["hardware"]["cpu"]["signature"] == here.cpu.signature
+    _as_recorded_before_signatures(d, here.cpu.capability)
+    assert d["hardware"]["digest"] == here.digest(legacy=True)
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(d))
+    check_can_measure(Profile.load(path), here)  # accepted: same identity, same kernels
 
 
 def test_fidelity_refuses_a_missing_report_folder(tiny_profile_path: Path, tmp_path: Path) -> None:

@@ -18,8 +18,11 @@ from casprof.hardware import (
     HardwareFingerprint,
     SoftwareInfo,
     decode_clocks_event_reasons,
+    describe_recorded,
     detect_hardware,
     parse_cpu_model,
+    parse_cpu_signature,
+    parse_vector_isa,
     read_nvml_state,
     sample_gpu_state,
 )
@@ -134,9 +137,85 @@ def test_digest_stable_and_identity_only():
 
 def test_describe():
     assert fake_fingerprint(gpus=()).describe() == (
-        "CPU 'Intel(R) Xeon(R) Platinum 8480+' and no CUDA GPU"
+        "CPU 'Intel(R) Xeon(R) Platinum 8480+' (AVX512 kernels) and no CUDA GPU"
     )
     assert "'NVIDIA H100 80GB HBM3'" in fake_fingerprint().describe()
+    zen3 = _with_cpu(fake_fingerprint(cpu_model="AMD EPYC", gpus=()), signature="AuthenticAMD family 25 model 1", vector_isa="AVX2")
+    assert zen3.describe() == "CPU 'AMD EPYC' (AuthenticAMD family 25 model 1, AVX2) and no CUDA GPU"
+    assert describe_recorded(zen3.to_dict()) == zen3.describe()
+    assert describe_recorded({"digest": "abc"}) == "unknown hardware"
+    assert describe_recorded({"cpu": {"arch": "x86_64"}}) == "unknown hardware"  # no model: malformed
+
+
+def _with_cpu(hw: HardwareFingerprint, **changes) -> HardwareFingerprint:
+    return dataclasses.replace(hw, cpu=dataclasses.replace(hw.cpu, **changes))
+
+
+def _recorded(hw: HardwareFingerprint) -> dict:
+    """The hardware block a profile records (``measure.build_profile``): to_dict plus the digest."""
+    return {**hw.to_dict(), "digest": hw.digest()}
+
+
+AMD_ZEN3 = (
+    "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\nmodel name\t: AMD EPYC\n"
+    "stepping\t: 1\nflags\t\t: fpu sse4_1 sse4_2 avx f16c avx2 sha_ni vaes\n\n"
+    "processor\t: 1\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\nflags\t\t: avx2 avx512f\n"
+)
+INTEL_SPR = (
+    "processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 143\n"
+    "model name\t: Intel(R) Xeon(R) Processor\nflags\t\t: sse4_2 avx avx2 avx512f avx512bw amx_tile\n"
+)
+ARM_N1 = (
+    "processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd evtstrm aes crc32 atomics\n"
+    "CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x3\nCPU part\t: 0xd0c\nCPU revision\t: 1\n"
+)
+
+
+def test_parse_cpu_signature_and_vector_isa():
+    # the first processor's values; two EPYC generations that share the brand string differ here
+    assert parse_cpu_signature(AMD_ZEN3) == "AuthenticAMD family 25 model 1"
+    assert parse_vector_isa(AMD_ZEN3) == "AVX2"
+    assert parse_cpu_signature(INTEL_SPR) == "GenuineIntel family 6 model 143"
+    assert parse_vector_isa(INTEL_SPR) == "AVX512"
+    assert parse_cpu_signature(ARM_N1) == "implementer 0x41 part 0xd0c"
+    assert parse_vector_isa(ARM_N1) == "NEON"
+    assert parse_vector_isa(ARM_N1.replace("atomics", "atomics sve sve2")) == "SVE2"
+    assert parse_cpu_signature("processor : 0\nmodel name : Some CPU\n") is None
+    assert parse_cpu_signature("vendor_id : X\ncpu family : 6\nmodel : abc\n") is None
+    assert parse_vector_isa("processor : 0\nflags : fpu vme\n") is None
+
+
+def test_detect_here_records_the_cpu_signature():
+    text = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    hw = detect_hardware()
+    assert hw.cpu.signature == parse_cpu_signature(text)
+    assert hw.cpu.vector_isa == parse_vector_isa(text)
+    if text and "vendor_id" in text:
+        assert hw.cpu.signature and hw.cpu.vector_isa  # every x86 Linux machine has both
+
+
+def test_digest_tells_cpu_generations_apart_and_reads_older_fingerprints():
+    # Two VMs whose hypervisor shows only "AMD EPYC": a Zen 4 (AVX-512) and a Zen 3 (AVX2), as seen here.
+    base = fake_fingerprint(cpu_model="AMD EPYC", gpus=())
+    zen4 = _with_cpu(base, signature="AuthenticAMD family 25 model 17", vector_isa="AVX512", capability="AVX512")
+    zen3 = _with_cpu(base, signature="AuthenticAMD family 25 model 1", vector_isa="AVX2", capability="AVX2")
+    assert zen4.digest() != zen3.digest()
+    assert zen4.digest(legacy=True) == zen3.digest(legacy=True) == base.digest()
+    assert zen3.recorded_here(_recorded(zen3)) and not zen3.recorded_here(_recorded(zen4))
+    # a block recorded before the signature was: its digest is the older identity's ...
+    old_zen4 = _with_cpu(base, capability="AVX512")
+    old_zen3 = _with_cpu(base, capability="AVX2")
+    block = _recorded(old_zen4)
+    assert HardwareFingerprint.from_dict(block).digest() == block["digest"] == zen3.digest(legacy=True)
+    # ... matched on it, and on torch's kernel capability, which the brand string does not decide
+    assert zen4.recorded_here(block) and not zen3.recorded_here(block)
+    assert zen3.recorded_here(_recorded(old_zen3))
+    assert zen3.recorded_here(_recorded(_with_cpu(base, capability=None)))  # nothing recorded to tell them apart
+    assert not zen3.recorded_here(_recorded(_with_cpu(old_zen3, model="AMD EPYC 9654")))
+    assert not zen3.recorded_here({k: v for k, v in _recorded(zen3).items() if k != "digest"})
+    # a new block with another signature is not matched through the older identity
+    other = _recorded(_with_cpu(zen3, signature="AuthenticAMD family 25 model 17"))
+    assert not zen3.recorded_here(other)
 
 
 def test_parse_cpu_model():
