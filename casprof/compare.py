@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from casprof.errors import UserInputError
-from casprof.hardware import HardwareFingerprint, describe_recorded
+from casprof.hardware import HardwareFingerprint, describe_recorded, same_recorded_hardware
 from casprof.ops import CELL_TYPES, candidate_ops
 from casprof.profile import Method, Metric, Profile
 from casprof.stats import Measurement
@@ -86,7 +86,6 @@ def condition_differences(a: Profile, b: Profile) -> list[str]:
     measurement settings of :data:`COMPARED_SETTINGS`."""
     pairs: list[tuple[str, object, object]] = [
         ("device", a.device, b.device),
-        ("hardware", a.hardware.get("digest"), b.hardware.get("digest")),
         ("method", a.method.value, b.method.value),
         ("backend", a.backend.name, b.backend.name),
         ("backend version", a.backend.version, b.backend.version),
@@ -95,7 +94,14 @@ def condition_differences(a: Profile, b: Profile) -> list[str]:
         ("input size", "x".join(map(str, a.input_size)), "x".join(map(str, b.input_size))),
     ]
     pairs += [(k, a.settings.get(k, d), b.settings.get(k, d)) for k, d in COMPARED_SETTINGS.items()]
-    return [f"{name}: {va} → {vb}" for name, va, vb in pairs if va != vb]
+    differences = [f"{name}: {va} → {vb}" for name, va, vb in pairs if va != vb]
+    if not same_recorded_hardware(a.hardware, b.hardware):
+        differences.insert(1 if a.device != b.device else 0, f"hardware: {_hardware_label(a)} → {_hardware_label(b)}")
+    return differences
+
+
+def _hardware_label(profile: Profile) -> str:
+    return f"{profile.hardware.get('digest')} ({describe_recorded(profile.hardware)})"
 
 
 @dataclass(frozen=True)

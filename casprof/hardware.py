@@ -33,6 +33,7 @@ __all__ = [
     "HardwareFingerprint",
     "detect_hardware",
     "describe_recorded",
+    "same_recorded_hardware",
     "sample_gpu_state",
     "decode_clocks_event_reasons",
     "parse_cpu_model",
@@ -78,6 +79,12 @@ class CpuInfo:
     # 0x41 part 0xd0c"; and the widest vector extension its flags list ("AVX512", "AVX2", "SVE", ...).
     signature: Optional[str] = None
     vector_isa: Optional[str] = None
+
+    @property
+    def signed(self) -> bool:
+        """Whether the CPU's signature or vector extension is known (fingerprints recorded before
+        27 Nov 2026 have neither)."""
+        return self.signature is not None or self.vector_isa is not None
 
 
 @dataclass(frozen=True)
@@ -201,26 +208,30 @@ class HardwareFingerprint:
         blob = json.dumps(self.identity(legacy), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
-    def recorded_here(self, block: Mapping[str, Any]) -> bool:
-        """Whether a recorded hardware block (a profile's ``hardware``) was made on this machine.
+    def same_machine(self, other: "HardwareFingerprint") -> bool:
+        """Whether ``other`` (detected or recorded) names the same machine as this fingerprint.
 
-        Its ``digest`` must equal this fingerprint's. A block recorded before the CPU's signature
-        and vector extension were (no such fields) is matched on the older identity, and then its
-        torch CPU capability must agree with this machine's: the brand string alone ("AMD EPYC")
-        does not tell an AVX-512 generation from an AVX2 one.
+        Equal digests where both know the CPU's signature or vector extension. Where either was
+        recorded before those were (older profiles), equal older identities (model, arch, cores,
+        GPUs) and torch CPU kernel capabilities that agree where both are known: the brand string
+        alone ("AMD EPYC") does not tell an AVX-512 generation from an AVX2 one.
         """
-        recorded = block.get("digest")
-        if not recorded:
+        if self.cpu.signed and other.cpu.signed:
+            return self.digest() == other.digest()
+        if self.digest(legacy=True) != other.digest(legacy=True):
             return False
-        if recorded == self.digest():
-            return True
-        cpu = block.get("cpu")
-        if not isinstance(cpu, Mapping) or cpu.get("signature") is not None or cpu.get("vector_isa") is not None:
+        mine, theirs = self.cpu.capability, other.cpu.capability
+        return mine is None or theirs is None or str(mine) == str(theirs)
+
+    def recorded_here(self, block: Mapping[str, Any]) -> bool:
+        """Whether a recorded hardware block (a profile's ``hardware``, with its ``digest``) names
+        this machine (:meth:`same_machine`); a block without a digest or a CPU never does."""
+        if not isinstance(block, Mapping) or not block.get("digest") or not isinstance(block.get("cpu"), Mapping):
             return False
-        if recorded != self.digest(legacy=True):
+        try:
+            return self.same_machine(HardwareFingerprint.from_dict(block))
+        except UserInputError:
             return False
-        theirs = cpu.get("capability")
-        return theirs is None or self.cpu.capability is None or str(theirs) == self.cpu.capability
 
     def describe(self) -> str:
         """A short human description, e.g. ``CPU 'AMD EPYC' (AuthenticAMD family 25 model 1, AVX2)
@@ -234,6 +245,17 @@ class HardwareFingerprint:
         names = ", ".join(f"'{g.name}'" for g in self.gpus)
         plural = "GPU" if len(self.gpus) == 1 else "GPUs"
         return f"{cpu} and CUDA {plural} {names}"
+
+
+def same_recorded_hardware(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether two recorded hardware blocks name the same machine (:meth:`HardwareFingerprint.same_machine`);
+    blocks that name no CPU (estimates) compare their digests."""
+    if isinstance(a.get("cpu"), Mapping) and isinstance(b.get("cpu"), Mapping):
+        try:
+            return HardwareFingerprint.from_dict(a).same_machine(HardwareFingerprint.from_dict(b))
+        except UserInputError:
+            pass
+    return a.get("digest") == b.get("digest")
 
 
 def describe_recorded(block: Mapping[str, Any]) -> str:

@@ -23,6 +23,7 @@ from casprof.hardware import (
     parse_cpu_model,
     parse_cpu_signature,
     parse_vector_isa,
+    same_recorded_hardware,
     read_nvml_state,
     sample_gpu_state,
 )
@@ -216,6 +217,14 @@ def test_digest_tells_cpu_generations_apart_and_reads_older_fingerprints():
     # a new block with another signature is not matched through the older identity
     other = _recorded(_with_cpu(zen3, signature="AuthenticAMD family 25 model 17"))
     assert not zen3.recorded_here(other)
+    # two recorded blocks: the same rule, whichever is older
+    assert same_recorded_hardware(_recorded(old_zen3), _recorded(zen3))
+    assert same_recorded_hardware(_recorded(zen3), _recorded(old_zen3))
+    assert not same_recorded_hardware(_recorded(old_zen4), _recorded(old_zen3))  # equal digests, other kernels
+    assert not same_recorded_hardware(_recorded(zen4), _recorded(zen3))
+    assert same_recorded_hardware({"digest": "x"}, {"digest": "x"}) and not same_recorded_hardware({"digest": "x"}, {})
+    assert zen3.same_machine(zen3) and not zen3.same_machine(zen4)
+    assert zen3.cpu.signed and not old_zen3.cpu.signed
 
 
 def test_parse_cpu_model():

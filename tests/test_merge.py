@@ -190,3 +190,20 @@ def test_a_profile_without_the_mixed_inputs_probe_is_not_pooled_with_one_that_ha
     result = runner.invoke(app, ["pool", str(tiny_profile_path), str(old), "--out", str(out)])
     assert result.exit_code == 2 and "differ in the mixed_inputs probe" in result.output
     assert "Traceback" not in result.output and not out.exists()
+
+
+def test_pool_refuses_two_cpu_generations_that_share_a_brand_string(tmp_path: Path) -> None:
+    """The committed AVX-512 EPYC profile and the AVX2 EPYC pair were both recorded under the digest
+    6d78dc8361ef86df (before fingerprints held the CPU's signature); only torch's kernels tell them apart."""
+    zen4 = REPO / "profiles" / "cpu-6d78dc83-onnxruntime-fp32-768x1536.json"
+    zen3_a, zen3_b = (REPO / "benchmarks" / "results" / "profiles" / f"cpu-e6c8ed69-onnxruntime-{t}-legacy-digest.json"
+                      for t in ("20261127T1811-a", "20261127T1825-b"))
+    assert {Profile.load(p).hardware["digest"] for p in (zen4, zen3_a)} == {"6d78dc8361ef86df"}
+    out = tmp_path / "pooled.json"
+    result = runner.invoke(app, ["pool", str(zen4), str(zen3_a), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "hardware: 6d78dc8361ef86df (CPU 'AMD EPYC' (AVX512 kernels)" in result.output
+    assert "(AVX2 kernels)" in result.output and not out.exists()
+    result = runner.invoke(app, ["pool", str(zen3_a), str(zen3_b), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert Profile.load(out).settings["rounds"] == 36
