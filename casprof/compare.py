@@ -84,8 +84,10 @@ def condition_differences(a: Profile, b: Profile) -> list[str]:
     """What differs between how ``a`` and ``b`` were made (``"name: A → B"``), beyond the costs:
     device, hardware, method, backend and its version, precision, threads, input size and the
     measurement settings of :data:`COMPARED_SETTINGS`."""
+    same = same_recorded_hardware(a.hardware, b.hardware)  # not the digests: older ones miss a CPU's generation
     pairs: list[tuple[str, object, object]] = [
         ("device", a.device, b.device),
+        ("hardware", None if same else _hardware_label(a), None if same else _hardware_label(b)),
         ("method", a.method.value, b.method.value),
         ("backend", a.backend.name, b.backend.name),
         ("backend version", a.backend.version, b.backend.version),
@@ -94,10 +96,7 @@ def condition_differences(a: Profile, b: Profile) -> list[str]:
         ("input size", "x".join(map(str, a.input_size)), "x".join(map(str, b.input_size))),
     ]
     pairs += [(k, a.settings.get(k, d), b.settings.get(k, d)) for k, d in COMPARED_SETTINGS.items()]
-    differences = [f"{name}: {va} → {vb}" for name, va, vb in pairs if va != vb]
-    if not same_recorded_hardware(a.hardware, b.hardware):
-        differences.insert(1 if a.device != b.device else 0, f"hardware: {_hardware_label(a)} → {_hardware_label(b)}")
-    return differences
+    return [f"{name}: {va} → {vb}" for name, va, vb in pairs if va != vb]
 
 
 def _hardware_label(profile: Profile) -> str:

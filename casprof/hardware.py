@@ -226,12 +226,8 @@ class HardwareFingerprint:
     def recorded_here(self, block: Mapping[str, Any]) -> bool:
         """Whether a recorded hardware block (a profile's ``hardware``, with its ``digest``) names
         this machine (:meth:`same_machine`); a block without a digest or a CPU never does."""
-        if not isinstance(block, Mapping) or not block.get("digest") or not isinstance(block.get("cpu"), Mapping):
-            return False
-        try:
-            return self.same_machine(HardwareFingerprint.from_dict(block))
-        except UserInputError:
-            return False
+        recorded = _recorded_fingerprint(block) if isinstance(block, Mapping) and block.get("digest") else None
+        return recorded is not None and self.same_machine(recorded)
 
     def describe(self) -> str:
         """A short human description, e.g. ``CPU 'AMD EPYC' (AuthenticAMD family 25 model 1, AVX2)
@@ -247,26 +243,30 @@ class HardwareFingerprint:
         return f"{cpu} and CUDA {plural} {names}"
 
 
+def _recorded_fingerprint(block: Mapping[str, Any]) -> Optional[HardwareFingerprint]:
+    """The fingerprint a recorded hardware block holds, or None where it names no (well-formed) CPU."""
+    if not isinstance(block, Mapping) or not isinstance(block.get("cpu"), Mapping):
+        return None
+    try:
+        return HardwareFingerprint.from_dict(block)
+    except UserInputError:
+        return None
+
+
 def same_recorded_hardware(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     """Whether two recorded hardware blocks name the same machine (:meth:`HardwareFingerprint.same_machine`);
     blocks that name no CPU (estimates) compare their digests."""
-    if isinstance(a.get("cpu"), Mapping) and isinstance(b.get("cpu"), Mapping):
-        try:
-            return HardwareFingerprint.from_dict(a).same_machine(HardwareFingerprint.from_dict(b))
-        except UserInputError:
-            pass
+    fa, fb = _recorded_fingerprint(a), _recorded_fingerprint(b)
+    if fa is not None and fb is not None:
+        return fa.same_machine(fb)
     return a.get("digest") == b.get("digest")
 
 
 def describe_recorded(block: Mapping[str, Any]) -> str:
     """:meth:`HardwareFingerprint.describe` of a recorded hardware block (a profile's), or
     ``unknown hardware`` where the block names no CPU."""
-    if not isinstance(block, Mapping) or not isinstance(block.get("cpu"), Mapping):
-        return "unknown hardware"
-    try:
-        return HardwareFingerprint.from_dict(block).describe()
-    except UserInputError:
-        return "unknown hardware"
+    recorded = _recorded_fingerprint(block)
+    return "unknown hardware" if recorded is None else recorded.describe()
 
 
 def _list_or_none(value: Any) -> Optional[list]:
@@ -307,15 +307,7 @@ def _read_text(path: str | Path) -> Optional[str]:
 def parse_cpu_model(cpuinfo_text: str) -> Optional[str]:
     """The first ``model name`` (x86) or ``Model``/``Hardware`` (ARM) value of /proc/cpuinfo text."""
     wanted = ("model name", "model", "hardware", "cpu model")
-    found: dict[str, str] = {}
-    for line in cpuinfo_text.splitlines():
-        key, sep, value = line.partition(":")
-        if not sep:
-            continue
-        key = key.strip().lower()
-        value = " ".join(value.split())
-        if key in wanted and value and key not in found:
-            found[key] = value
+    found = _first_values(cpuinfo_text, wanted)
     for key in wanted:
         # x86 "model" is a bare number; only accept it when it is not.
         if key in found and not (key == "model" and found[key].isdigit()):
@@ -324,13 +316,15 @@ def parse_cpu_model(cpuinfo_text: str) -> Optional[str]:
 
 
 def _first_values(cpuinfo_text: str, keys: tuple[str, ...]) -> dict[str, str]:
-    """The first value of each of ``keys`` (lower case) in /proc/cpuinfo text (the first processor)."""
+    """The first non-empty value of each of ``keys`` (lower case) in /proc/cpuinfo text (the first
+    processor's, on x86)."""
     found: dict[str, str] = {}
     for line in cpuinfo_text.splitlines():
         key, sep, value = line.partition(":")
         key = key.strip().lower()
-        if sep and key in keys and key not in found:
-            found[key] = " ".join(value.split())
+        value = " ".join(value.split())
+        if sep and value and key in keys and key not in found:
+            found[key] = value
     return found
 
 
