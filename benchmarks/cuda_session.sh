@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Every GPU check of the project in one run, for a lent CUDA machine (see DEVELOPERS.md, `device`):
 # the CUDA tests; two back-to-back torch fp32 profiles at 768x1536 (time and repeatability); an
-# fp16 profile; each profile calibrated on 12 random networks (`casprof calibrate --seed 1`) and
-# then checked by `benchmarks/fidelity_cpu.py` (30 random genotypes, seed 0, plus the extremes;
-# the report also scores the profile without its offset); `cas deploy bench` of the reference
+# fp16 profile; each profile calibrated on 12 random networks (`casprof calibrate --seed 1`, which
+# refuses with exit 1 and writes nothing when the machine's speed moved by more than 20 % since the
+# profile) and then checked by `benchmarks/fidelity_cpu.py` (30 random genotypes, seed 0, plus the
+# extremes; the report also scores the profile without its offset); `cas deploy bench` of the reference
 # genotype (seed 0) with torch on the GPU in fp32 and fp16; the whole test suite.
 #
 #   [ONLY="step ..."] bash benchmarks/cuda_session.sh [BUDGET_SECONDS] [LOG_DIR]

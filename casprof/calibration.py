@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from casprof.errors import UserInputError
+from casprof.errors import MeasurementError, UserInputError
 from casprof.genotype import Genotype, random_genotype
 from casprof.measure import Progress, ProgressCallback, sweep_rounds
 from casprof.ops import CELL_TYPES, candidate_ops
@@ -67,6 +67,14 @@ MAX_NETWORKS = 990
 #: costliest share of each cell type's operations.
 LEVERAGE_NETWORKS = 4
 LEVERAGE_SHARE = 0.25
+
+#: How far (in %) the baseline network's time during a calibration may stray from the profile's c'_id
+#: before the calibration is refused. Beyond it the machine itself runs at another speed than when the
+#: profile was made, and the residuals fit that change, not the profile's error: on a lent H100 (27 Nov)
+#: a calibration timed while the baseline ran 42 % slower than c'_id (8.29 vs 5.81 ms) stored +2.94 ms,
+#: and the fidelity check minutes later (baseline back at 5.22 ms) found MAPE 27 % with it and 3.9 %
+#: without. The CPU calibrations that helped were timed at -0.1 to +17.2 %.
+MAX_BASELINE_DRIFT_PCT = 20.0
 
 #: Bootstrap resamples for the affine fit's intervals (seeded: the same networks give the same file).
 BOOTSTRAP_RESAMPLES = 2000
@@ -97,6 +105,8 @@ class CalibrationSettings:
         seed: random network ``k`` uses genotype seed ``CALIBRATION_SEED_BASE + 1000 * seed + k``.
         form: affine (offset and factor) or offset only.
         rounds, sweeps, block_size, baseline_instances: as in :class:`casprof.fidelity.FidelitySettings`.
+        max_drift_pct: the calibration is refused when the baseline network's median time during it
+            differs from the profile's c'_id by more than this (%): see ``MAX_BASELINE_DRIFT_PCT``.
     """
 
     networks: int = 8
@@ -106,8 +116,12 @@ class CalibrationSettings:
     sweeps: int = 2
     block_size: int = 8
     baseline_instances: int = 4
+    max_drift_pct: float = MAX_BASELINE_DRIFT_PCT
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.max_drift_pct) and self.max_drift_pct > 0):
+            raise UserInputError("The largest baseline drift allowed must be a positive number of percent, "
+                                 f"got {self.max_drift_pct}.")
         if self.networks < MIN_NETWORKS:
             raise UserInputError(f"A calibration needs at least {MIN_NETWORKS} networks, got {self.networks}.")
         if not 0 <= self.seed < 1_000_000:
@@ -134,7 +148,7 @@ class CalibrationSettings:
     def to_dict(self) -> dict[str, Any]:
         return {"networks": self.networks, "leverage_networks": self.leverage_networks, "seed": self.seed,
                 "form": self.form.value, "rounds": self.rounds, "sweeps": self.sweeps, "block_size": self.block_size,
-                "baseline_instances": self.baseline_instances,
+                "baseline_instances": self.baseline_instances, "max_drift_pct": self.max_drift_pct,
                 "genotype_seeds": f"{CALIBRATION_SEED_BASE} + 1000 * seed + k (random), + 999 - k (leverage)"}
 
 
@@ -421,7 +435,8 @@ def run_calibration(profile: Profile, hardware: HardwareFingerprint, settings: C
     Raises:
         UserInputError: an estimated profile, or one made on other hardware.
         BackendUnavailableError: the profile's backend cannot run here.
-        MeasurementError: a network's anchored latency came out not positive (timing noise at a tiny size).
+        MeasurementError: a network's anchored latency came out not positive (timing noise at a tiny size),
+            or the baseline network ran further from c'_id than ``settings.max_drift_pct`` allows.
     """
     from casprof.fidelity import (check_can_measure, derived_networks, measure_settings_of, network_blocks,
                                   resolved_anchored_ms, time_blocks)
@@ -437,6 +452,8 @@ def run_calibration(profile: Profile, hardware: HardwareFingerprint, settings: C
     bare = dataclasses.replace(profile, calibration=None)
     lat = Metric.LATENCY_MS.value
     base = profile.baseline[lat].value
+    baseline_now = float(np.median(got.baseline))
+    check_baseline_drift(base, baseline_now, settings.max_drift_pct)
     networks = []
     for s, (kind, g) in genotypes.items():
         predicted = predict(bare, g)[lat].value
@@ -444,4 +461,20 @@ def run_calibration(profile: Profile, hardware: HardwareFingerprint, settings: C
         # the fit uses the overall median only
         measured = resolved_anchored_ms(f"calibration-{s}", base, times, brackets, per_instance=False)
         networks.append(CalibrationNetwork(s, predicted, measured, kind, predicted - base))
-    return Calibration.fit(settings.form, networks, settings.to_dict(), float(np.median(got.baseline)))
+    return Calibration.fit(settings.form, networks, settings.to_dict(), baseline_now)
+
+
+def check_baseline_drift(profile_ms: float, now_ms: float, max_drift_pct: float) -> float:
+    """The baseline's drift in % (now against the profile's c'_id); raises when it is beyond ``max_drift_pct``.
+
+    Raises:
+        MeasurementError: the machine runs at another speed than when the profile was made.
+    """
+    drift = 100.0 * (now_ms / profile_ms - 1.0)
+    if not abs(drift) <= max_drift_pct:
+        raise MeasurementError(
+            f"The baseline network ran at {now_ms:.4g} ms during the calibration against c'_id {profile_ms:.4g} ms in the "
+            f"profile ({drift:+.1f} %, beyond the {max_drift_pct:g} % allowed), so a calibration now would fit the machine's "
+            f"speed change rather than the profile's error; nothing was written: re-measure the profile, or pass "
+            f"--max-drift to calibrate anyway.")
+    return drift

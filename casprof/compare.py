@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from casprof.calibration import MAX_BASELINE_DRIFT_PCT
 from casprof.errors import UserInputError
 from casprof.hardware import HardwareFingerprint, describe_recorded, same_recorded_hardware
 from casprof.ops import CELL_TYPES, candidate_ops
@@ -137,7 +138,21 @@ def check_profile(profile: Profile, present: HardwareFingerprint | None = None) 
         # -0.38 ms, interval [-0.82, +0.00], made the mean error -3.7 % where none gave +0.5 %).
         level = "warning" if profile.calibration.indistinguishable_from_none else "info"
         findings.append(Finding(level, f"calibrated: {profile.calibration.summary()}."))
+        drift = calibration_drift_pct(profile)
+        if drift is not None and abs(drift) > MAX_BASELINE_DRIFT_PCT:
+            findings.append(Finding(
+                "warning", f"calibrated while the baseline network ran {drift:+.1f} % from c'_id (beyond "
+                           f"{MAX_BASELINE_DRIFT_PCT:g} %): the calibration fits the machine's speed change, not the "
+                           "profile's error; calibrate again on a machine as fast as when the profile was made."))
     if present is not None and profile.hardware.get("digest") and not present.recorded_here(profile.hardware):
         findings.append(Finding("info", f"The profile was made on other hardware ({describe_recorded(profile.hardware)}) "
                                         f"than this machine ({present.describe()})."))
     return findings
+
+
+def calibration_drift_pct(profile: Profile) -> float | None:
+    """How far (%) the baseline network ran from c'_id while the profile's calibration was timed, if recorded."""
+    cal = profile.calibration
+    if cal is None or cal.baseline_now_ms is None:
+        return None
+    return 100.0 * (cal.baseline_now_ms / profile.baseline[Metric.LATENCY_MS.value].value - 1.0)

@@ -251,3 +251,17 @@ def test_an_output_path_that_is_a_folder_is_refused_before_the_work(tiny_profile
         assert result.exit_code == 2, (args, result.output)
         assert f"The output path {folder} is a folder" in result.output and "Traceback" not in result.output
         assert list(folder.iterdir()) == []
+
+
+def test_a_reader_that_closed_the_pipe_ends_the_command_quietly() -> None:
+    """``casprof show P --json | head -c 10``: the output (13 KB) outgrows the pipe's buffer once the reader has gone;
+    the command ends as SIGPIPE would (141), with no "Internal error" line and no traceback."""
+    profile = Path(__file__).resolve().parent.parent / "profiles" / "cpu-e6c8ed69-onnxruntime-fp32-768x1536.json"
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first byte
+    try:
+        proc = subprocess.run([sys.executable, "-m", "casprof", "show", str(profile), "--json"],
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 141 and proc.stderr == ""

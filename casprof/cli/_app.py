@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import typer
@@ -24,7 +25,8 @@ class ErrorHandlingGroup(TyperGroup):
     """Turn the toolkit's own errors into one sentence on stderr and an exit status.
 
     Bad input (:class:`~casprof.errors.UserInputError`) exits 2, a failure of the work exits 1,
-    an interruption exits 130; none of them prints a traceback. Any other exception is a bug: one
+    an interruption exits 130, a reader that closed the pipe early (``casprof show P | head``) ends it
+    quietly with 141 as SIGPIPE would; none of them prints a traceback. Any other exception is a bug: one
     line naming it and exit 1 (``CASPROF_DEBUG=1`` lets the traceback through).
     """
 
@@ -38,6 +40,9 @@ class ErrorHandlingGroup(TyperGroup):
         except KeyboardInterrupt:
             err_console.print("Interrupted.")
             raise typer.Exit(code=130) from None
+        except BrokenPipeError:
+            _silence_stdout()
+            raise typer.Exit(code=141) from None
         except Exception as exc:
             if _is_cli_control(exc) or os.environ.get(DEBUG_ENV, "") not in ("", "0"):
                 raise
@@ -46,6 +51,16 @@ class ErrorHandlingGroup(TyperGroup):
                 ("Internal error:", "bold red"), f" {type(exc).__name__}: {exc} (a bug; run again with {DEBUG_ENV}=1 "
                 "for the traceback, and report it)."), highlight=False)
             raise typer.Exit(code=1) from None
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit raises no second BrokenPipeError
+    (the recipe of Python's signal module documentation)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real file descriptor behind stdout (a test runner's capture)
+        pass
 
 
 def _is_cli_control(exc: Exception) -> bool:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from casprof._io import ensure_parent_exists
-from casprof.calibration import CalibrationForm
+from casprof.calibration import MAX_BASELINE_DRIFT_PCT, CalibrationForm
 from casprof.cli._app import err_console
 from casprof.cli._options import BuildCacheOpt, NetworkRoundsOpt, NetworkSweepsOpt, OutOpt, ProfileOpt, SeedOpt
 from casprof.cli._progress import stage_progress
@@ -29,6 +29,11 @@ def calibrate(
     sweeps: NetworkSweepsOpt = 2,
     out: OutOpt = None,
     build_cache: BuildCacheOpt = True,
+    max_drift: Annotated[float, typer.Option(
+        "--max-drift", metavar="PCT",
+        help="Refuse the calibration (exit 1, nothing written) when the baseline network's median time during it differs "
+             "from the profile's c'_id by more than PCT %: the machine then runs at another speed than when the "
+             "profile was made.")] = MAX_BASELINE_DRIFT_PCT,
 ) -> None:
     """Time random derived networks as `casprof fidelity` does and store the profile's latency calibration.
 
@@ -36,12 +41,14 @@ def calibrate(
     factor x (prediction - c'_id), a least-absolute-deviations line. `casprof predict` adds
     offset + (factor - 1) x (prediction - c'_id) to every latency prediction. Writes the calibrated
     profile to --out (default: the profile itself, replaced atomically). The networks' genotype
-    seeds never meet a fidelity check's.
+    seeds never meet a fidelity check's. Refused when the machine's speed has moved since the profile
+    (--max-drift).
     """
     from casprof.calibration import CalibrationSettings, run_calibration
     from casprof.fidelity import check_can_measure
 
-    settings = CalibrationSettings(networks=networks, seed=seed, form=form, rounds=rounds, sweeps=sweeps)
+    settings = CalibrationSettings(networks=networks, seed=seed, form=form, rounds=rounds, sweeps=sweeps,
+                                   max_drift_pct=max_drift)
     target = Path(out) if out is not None else Path(profile)
     ensure_parent_exists(target)  # before the timing: a folder or read-only place in --out's way loses nothing
     p = Profile.load(profile)
