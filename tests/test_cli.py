@@ -254,8 +254,9 @@ def test_an_output_path_that_is_a_folder_is_refused_before_the_work(tiny_profile
 
 
 def test_a_reader_that_closed_the_pipe_ends_the_command_quietly() -> None:
-    """``casprof show P --json | head -c 10``: the output (13 KB) outgrows the pipe's buffer once the reader has gone;
-    the command ends as SIGPIPE would (141), with no "Internal error" line and no traceback."""
+    """``casprof show P --json | head -c 10``: the output (13 KB) is more than Python's 8 KB stdout buffer, so it is
+    written while the command runs, after the reader has gone; the command ends as SIGPIPE would (141), with no
+    "Internal error" line and no traceback."""
     profile = Path(__file__).resolve().parent.parent / "profiles" / "cpu-e6c8ed69-onnxruntime-fp32-768x1536.json"
     read_end, write_end = os.pipe()
     os.close(read_end)  # the reader is gone before the first byte
