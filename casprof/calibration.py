@@ -464,13 +464,18 @@ def run_calibration(profile: Profile, hardware: HardwareFingerprint, settings: C
     return Calibration.fit(settings.form, networks, settings.to_dict(), baseline_now)
 
 
+def baseline_drift_pct(profile_ms: float, now_ms: float) -> float:
+    """How much slower (+) or faster (-) the baseline network runs now than in the profile, in %."""
+    return 100.0 * (now_ms / profile_ms - 1.0)
+
+
 def check_baseline_drift(profile_ms: float, now_ms: float, max_drift_pct: float) -> float:
     """The baseline's drift in % (now against the profile's c'_id); raises when it is beyond ``max_drift_pct``.
 
     Raises:
         MeasurementError: the machine runs at another speed than when the profile was made.
     """
-    drift = 100.0 * (now_ms / profile_ms - 1.0)
+    drift = baseline_drift_pct(profile_ms, now_ms)
     if not abs(drift) <= max_drift_pct:
         raise MeasurementError(
             f"The baseline network ran at {now_ms:.4g} ms during the calibration against c'_id {profile_ms:.4g} ms in the "

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from casprof.calibration import MAX_BASELINE_DRIFT_PCT
+from casprof.calibration import MAX_BASELINE_DRIFT_PCT, baseline_drift_pct
 from casprof.errors import UserInputError
 from casprof.hardware import HardwareFingerprint, describe_recorded, same_recorded_hardware
 from casprof.ops import CELL_TYPES, candidate_ops
@@ -155,4 +155,4 @@ def calibration_drift_pct(profile: Profile) -> float | None:
     cal = profile.calibration
     if cal is None or cal.baseline_now_ms is None:
         return None
-    return 100.0 * (cal.baseline_now_ms / profile.baseline[Metric.LATENCY_MS.value].value - 1.0)
+    return baseline_drift_pct(profile.baseline[Metric.LATENCY_MS.value].value, cal.baseline_now_ms)

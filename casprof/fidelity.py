@@ -55,6 +55,7 @@ from casprof.backends.base import Runner, RunnerSpec
 from casprof.backends.cpu_memory import CpuAllocator
 from casprof.backends.onnxruntime_runner import SHARED_POOL
 from casprof.build_cache import BuildCache
+from casprof.calibration import baseline_drift_pct
 from casprof.devices import resolve_device
 from casprof.errors import MeasurementError, UserInputError
 from casprof.fidelity_metrics import Agreement, LinearFit, agreement, proxy_agreement, retest_error, retest_kendall_tau
@@ -333,7 +334,7 @@ class FidelityReport:
         """How much slower (+) the baseline network runs now than in the profile."""
         if self.baseline_now_ms is None or not self.baseline_profile_ms:
             return None
-        return 100.0 * (self.baseline_now_ms / self.baseline_profile_ms - 1)
+        return baseline_drift_pct(self.baseline_profile_ms, self.baseline_now_ms)
 
     @property
     def structure_shift_pct(self) -> float | None:
