@@ -292,6 +292,8 @@ def test_a_tampered_calibration_block_is_refused(calibrated_path: Path, tmp_path
         (["--rounds", "3"], "even number"),
         (["--form", "quadratic"], "quadratic"),
         (["--out", "/no/such/folder/p.json"], "does not exist"),
+        (["--max-drift", "0"], "positive number of percent"),
+        (["--max-drift", "-5"], "positive number of percent"),
     ],
 )
 def test_calibrate_bad_input_exits_2_and_writes_nothing(tiny_profile_path: Path, tmp_path: Path, args: list[str],
