@@ -83,7 +83,8 @@ def markdown(report: dict) -> str:
         f"timer {report.get('timer', 'perf_counter')}, {report['threads']} threads, "
         f"{report['rounds']} rounds, resolution {report['resolution'][0]}x{report['resolution'][1]}; "
         f"{report.get('instances', 2)} instances of every probe, {report.get('baseline_instances', 2)} of the baseline "
-        f"(rotated bracket by bracket); {report.get('warmup_passes', 0)} untimed interleaved warm-up pass(es); "
+        f"(rotated bracket by bracket, opened {'once per sweep' if 'probes_per_bracket' in report else 'per block'}); "
+        f"{report.get('probes_per_bracket', 1)} probe(s) per bracket; {report.get('warmup_passes', 0)} untimed interleaved warm-up pass(es); "
         f"rounds spread over {report.get('sweeps', 1)} sweep(s) of all blocks; "
         f"intra-op thread pool: {report.get('thread_pool', 'per session, no spinning')}"
         + (f"; CPU allocator: {report['cpu_allocator']}" if report.get("backend") == "torch" and "cpu_allocator" in report else ""),
@@ -133,6 +134,9 @@ def main() -> None:
     parser.add_argument("--ort-shared-pool", action="store_true", help="casprof measure --ort-shared-pool")
     parser.add_argument("--sweeps", type=int, default=MeasureSettings.sweeps, help="casprof measure --sweeps")
     parser.add_argument("--instances", type=int, default=MeasureSettings.instances, help="casprof measure --instances")
+    parser.add_argument("--probes-per-bracket", type=int, default=MeasureSettings.probes_per_bracket,
+                        help="casprof measure --probes-per-bracket")
+    parser.add_argument("--tag", default="", help="suffix of the result files (keeps earlier results)")
     parser.add_argument("--keep-dir", type=Path, default=None,
                         help="copy the first profile here (e.g. profiles/), and the second beside it as *-repeat.json")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder for the result files")
@@ -151,7 +155,7 @@ def main() -> None:
                                resolution=parse_resolution(args.resolution, DEFAULT_CONFIG),
                                threads=hw.cpu.affinity or hw.cpu.logical_cores, rounds=args.rounds,
                                ort_shared_pool=args.ort_shared_pool, sweeps=args.sweeps, instances=args.instances,
-                               cpu_allocator=args.cpu_allocator)
+                               cpu_allocator=args.cpu_allocator, probes_per_bracket=args.probes_per_bracket)
     keep = settings.cpu_allocator.file_tag
     label = "cpu" if device.kind is DeviceKind.CPU else device.spec.name
     profiles, seconds = [], []
@@ -179,6 +183,7 @@ def main() -> None:
         "rounds": settings.rounds,
         "instances": settings.instances,
         "baseline_instances": settings.baseline_instances,
+        "probes_per_bracket": settings.probes_per_bracket,
         "warmup_passes": settings.warmup_passes,
         "sweeps": settings.sweeps,
         "cpu_allocator": settings.cpu_allocator.value,
@@ -188,7 +193,7 @@ def main() -> None:
         "hardware_digest": hw.digest(),
         "date": profiles[0].created,
         "command": f"python benchmarks/profile_cpu.py --device {args.device} --backend {args.backend} --precision {args.precision} --resolution {args.resolution} --rounds {args.rounds} --sweeps {args.sweeps} "
-                   f"--instances {args.instances}"
+                   f"--instances {args.instances} --probes-per-bracket {args.probes_per_bracket}"
                    + (" --ort-shared-pool" if args.ort_shared_pool else "")
                    + (" --cpu-allocator keep" if keep else "")
                    + (" --build-cache" if args.build_cache else ""),
@@ -199,7 +204,7 @@ def main() -> None:
     }
     args.results.mkdir(parents=True, exist_ok=True)
     fp16 = "" if args.precision == Precision.FP32.value else f"_{args.precision}"
-    stem = args.results / f"profile_{label}_{args.backend}{keep}{fp16}_{hw.digest()}"
+    stem = args.results / f"profile_{label}_{args.backend}{keep}{fp16}_{hw.digest()}{'_' + args.tag if args.tag else ''}"
     atomic_write_json(stem.with_suffix(".json"), report)
     md = markdown(report)
     atomic_write_text(stem.with_suffix(".md"), md)

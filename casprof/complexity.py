@@ -65,6 +65,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from casprof.trace_layout import channels_last_weights, trace_input
+
 with warnings.catch_warnings():
     # fvcore.nn's package import scripts a focal loss with the deprecated torch.jit.script.
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -338,9 +340,10 @@ def count_macs(model: nn.Module, input_shape: tuple[int, int, int, int]) -> MacC
         ValueError: ``input_shape`` is not four positive integers.
     """
     shape = _check_shape(input_shape)
-    with _traceable(model) as traced, torch.no_grad(), warnings.catch_warnings():
+    with _traceable(model) as traced, torch.no_grad(), warnings.catch_warnings(), \
+            channels_last_weights(traced) as converted:  # a faster forward, the same trace
         warnings.simplefilter("ignore")
-        analysis = _StrictFlopCount(traced, (torch.zeros(shape),))
+        analysis = _StrictFlopCount(traced, (trace_input(shape, converted),))
         raw = analysis.by_operator()
         unsupported = analysis.unsupported_ops()
     if unsupported:

@@ -54,6 +54,7 @@ def test_devices_lists_the_registry() -> None:
         (["measure", "--device", "cpu", "--rounds", "3", "--sweeps", "4"], "The sweeps must be between 1 and the rounds (3)"),
         (["measure", "--device", "cpu", "--warmup-passes", "-1"], "cannot be negative"),
         (["measure", "--device", "cpu", "--baseline-instances", "0"], "At least one instance"),
+        (["measure", "--device", "cpu", "--probes-per-bracket", "0"], "At least one probe per bracket"),
         (["measure", "--device", "cpu", "--backend", "torch", "--cpu-allocator", "hoard"], "hoard"),
         (["measure", "--device", "cpu", "--cpu-allocator", "keep"], "applies to the torch backend on a CPU only"),
     ],
@@ -204,13 +205,14 @@ def test_measure_resume_show_in_subprocesses(tmp_path: Path, network_files: dict
     out = tmp_path / "mini.json"
     args = ["measure", "--device", "cpu", "--backend", "onnxruntime", "--network", str(network_files["mini"]),
             "--resolution", "32x64", "--rounds", "3", "--warmup", "1", "--threads", "1", "--ort-shared-pool",
-            "--baseline-instances", "3", "--out", str(out)]
+            "--baseline-instances", "3", "--probes-per-bracket", "3", "--out", str(out)]
     done = _cli(*args, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     raw = json.loads(out.read_text())
     assert raw["backend"]["name"] == "onnxruntime"
     assert raw["backend"]["details"]["intra_op_thread_pool"] == "shared by every session of the process"
     assert raw["settings"]["ort_shared_pool"] is True and raw["settings"]["baseline_instances"] == 3
+    assert raw["settings"]["probes_per_bracket"] == 3
     assert raw["backend"]["details"]["provider"] == "CPUExecutionProvider"
     assert "c_o latency ms" in done.stdout
     shown = _cli("show", str(out), "--csv", cwd=tmp_path)

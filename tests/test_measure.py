@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -108,17 +109,23 @@ def test_rounds_alternate_between_instances(tmp_path: Path) -> None:
     used: list[int] = []
     warmed: list[tuple[int, int]] = []
     original, original_warmup = Runner.time_once, Runner.warmup
+    made = itertools.count()
+
+    def ident(runner: Runner) -> int:  # not id(): a closed block's runners are freed and their ids reused
+        if not hasattr(runner, "_test_ident"):
+            runner._test_ident = next(made)  # type: ignore[attr-defined]
+        return runner._test_ident  # type: ignore[attr-defined]
 
     def spy(self: Runner) -> float:
-        used.append(id(self))
+        used.append(ident(self))
         return original(self)
 
     def spy_warmup(self: Runner, min_iters: int = 3, min_seconds: float = 0.0) -> int:
-        warmed.append((id(self), min_iters))
+        warmed.append((ident(self), min_iters))
         return original_warmup(self, min_iters, min_seconds)
 
     settings = MeasureSettings(backend="onnxruntime", resolution=TINY_RES, threads=1, rounds=4, warmup_iters=0, instances=2,
-                               baseline_instances=3, sweeps=1)
+                               baseline_instances=3, sweeps=1, probes_per_bracket=1)
     from tests.conftest import MINI
 
     hw = detect_hardware()
@@ -140,8 +147,14 @@ def test_rounds_alternate_between_instances(tmp_path: Path) -> None:
     brackets = [b for i in range(4) for b in normal[i * per_round:(i + 1) * per_round:2]]  # even positions
     assert len(set(brackets)) == 3 and set(brackets).isdisjoint(probes[0] | probes[1])
     assert all(brackets[k] == brackets[k + 3] != brackets[k + 1] for k in range(len(brackets) - 3))  # run-by-run rotation
+    # the sweep's three baseline instances serve all its blocks: opened and warmed alone once
+    baseline_ids = set(brackets)
+    assert len(set(used)) == 3 + 2 * sum(len(probes) for _, probes in blocks)  # no block opened baselines of its own
+    assert baseline_ids <= set(used[-per_round:])  # the last block's brackets ran on the first block's instances
+    assert sorted(r for r, iters in warmed if iters == 0 and r in baseline_ids) == sorted(baseline_ids)
     assert profile.settings["baseline_instances"] == 3
     assert profile.settings["instances"] == 2
+    assert profile.settings["probes_per_bracket"] == 1
     # before its rounds, every instance of the block ran once more, in turn with the others (one warm pass)
     in_turn = [r for r, iters in warmed if iters == 1]
     assert len(in_turn) == sum(2 * len(probes) + 3 for _, probes in blocks)
@@ -160,6 +173,56 @@ def test_time_bracketed_pairs_each_network_with_the_runs_around_it() -> None:
     assert got.baseline == [101.0, 102.0, 100.0]
     assert got.times == {"x": 150.0, "y": 170.0}
     assert got.brackets == {"x": 101.5, "y": 101.0}
+
+
+def test_time_bracketed_puts_probes_per_bracket_between_two_baseline_runs() -> None:
+    from casprof.measure import baseline_runs_per_round, time_bracketed
+
+    log: list[str] = []
+    baselines = [ScriptedRunner(f"B{i}", [100.0 + i, 110.0 + i], log) for i in range(3)]
+    networks = [(n, ScriptedRunner(n, [t], log)) for n, t in (("x", 150.0), ("y", 170.0), ("z", 190.0))]
+    got = time_bracketed(networks, baselines, first=2, per_bracket=2)
+    assert log == ["B2", "x", "y", "B0", "z", "B1"]
+    assert baseline_runs_per_round(3, 2) == 3 == len(got.baseline)
+    assert got.brackets == {"x": 101.0, "y": 101.0, "z": 100.5}
+    assert got.times == {"x": 150.0, "y": 170.0, "z": 190.0}
+    assert [baseline_runs_per_round(n, k) for n, k in ((10, 1), (10, 2), (9, 2), (3, 2), (14, 2), (1, 5))] == [11, 6, 6, 3, 8, 2]
+    with pytest.raises(ValueError):
+        time_bracketed(networks, baselines, first=0, per_bracket=0)
+
+
+def test_profiles_bracket_two_probes_by_default(tmp_path: Path) -> None:
+    """``B p1 p2 B p3 p4 ... B``: every block's round runs ceil(n / 2) + 1 baseline runs, and the
+    baseline instances rotate across rounds as they do with one probe per bracket."""
+    from casprof.backends.base import Runner
+    from casprof.probes import measurement_blocks
+    from tests.conftest import MINI
+
+    used: list[int] = []
+    original = Runner.time_once
+
+    def spy(self: Runner) -> float:
+        used.append(id(self))
+        return original(self)
+
+    settings = MeasureSettings(backend="onnxruntime", resolution=TINY_RES, threads=1, rounds=3, warmup_iters=0,
+                               baseline_instances=4, sweeps=1)
+    assert settings.probes_per_bracket == 2
+    hw = detect_hardware()
+    Runner.time_once = spy  # type: ignore[method-assign]
+    try:
+        profile = run_measurement(MINI, settings, resolve_device("cpu", hw), hw, out=tmp_path / "p.json")
+    finally:
+        Runner.time_once = original  # type: ignore[method-assign]
+    blocks = measurement_blocks(MINI)
+    assert len(used) == 3 * sum(len(m) + (len(m) + 1) // 2 + 1 for _, m in blocks)
+    normal = used[:3 * (10 + 6)]
+    round0 = normal[:16]
+    baseline_ids = {round0[i] for i in range(0, 16, 3)}
+    assert len(baseline_ids) == 4 and all(round0[i] not in baseline_ids for i in range(16) if i % 3)
+    assert profile.settings["probes_per_bracket"] == 2
+    assert "B p1 p2 B p3 p4" in profile.settings["order"]
+    assert profile.costs["normal"]["conv_3x3"]["latency_ms"].measurement is not None
 
 
 def test_warm_interleaved_runs_every_instance_once_per_pass_in_a_seeded_order() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -32,8 +33,8 @@ def test_measured_profile_contents(tiny_profile_path: Path) -> None:
     assert raw["settings"]["rounds"] == 3 and raw["settings"]["seed"] == 0
     assert raw["created"].endswith("Z")
     base = raw["baseline"]["latency_ms"]
-    # three rounds per block, each with one baseline run more than the block has probes
-    assert base["value"] > 0 and len(base["samples"]) == 3 * (11 + 11 + 10)
+    # three rounds per block (10, 10 and 9 probes), each with one baseline run more than it has pairs of probes
+    assert base["value"] > 0 and len(base["samples"]) == 3 * (6 + 6 + 6)
     assert set(raw["settings"]["phase_seconds"]) == {"count_params_macs", "prepare_and_warmup", "timed_rounds"}
     assert not tiny_profile_path.with_name(tiny_profile_path.name + ".partial.json").exists()
     for t in CELL_TYPES:
@@ -159,6 +160,8 @@ def test_condition_differences_name_what_differs() -> None:
     ort = Profile.load(root / "profiles" / "cpu-6d78dc83-onnxruntime-fp32-768x1536.json")
     assert condition_differences(torch_p, torch_p) == []
     assert condition_differences(torch_p, keep) == ["cpu_allocator: system → keep"]
+    paired = dataclasses.replace(torch_p, settings={**torch_p.settings, "probes_per_bracket": 2})
+    assert condition_differences(torch_p, paired) == ["probes_per_bracket: 1 → 2"]  # older profiles bracketed one probe
     differences = condition_differences(torch_p, ort)
     assert "backend: torch → onnxruntime" in differences and "rounds: 18 → 36" in differences
     assert not any(d.startswith(("hardware", "device", "threads", "input size", "cpu_allocator")) for d in differences)

@@ -44,6 +44,7 @@ def measure(
     warmup_passes: Annotated[int, typer.Option("--warmup-passes", help="Untimed passes over every network instance of a block, in turn, before the first round.")] = 1,
     instances: Annotated[int, typer.Option("--instances", help="Independent instances (sessions) of every probe open at once, used in turn by the rounds; each sweep opens new ones.")] = 1,
     baseline_instances: Annotated[int, typer.Option("--baseline-instances", help="Instances of the all-identity network, rotated bracket by bracket.")] = 6,
+    probes_per_bracket: Annotated[int, typer.Option("--probes-per-bracket", help="Probes run between two baseline runs (B p1 p2 B ... for 2); each is paired with the mean of its bracket's two runs.")] = 2,
     ort_shared_pool: Annotated[bool, typer.Option("--ort-shared-pool", help="ONNX Runtime: all sessions on one process-wide, spinning intra-op pool (default: a pool per session, no spinning).")] = False,
     exporter: Annotated[str, typer.Option("--exporter", help="ONNX exporter: torchscript (fast) or dynamo.")] = "torchscript",
     cpu_allocator: CpuAllocatorOpt = CpuAllocator.SYSTEM,
@@ -85,6 +86,7 @@ def measure(
         exporter=exporter,
         instances=instances,
         baseline_instances=baseline_instances,
+        probes_per_bracket=probes_per_bracket,
         ort_shared_pool=ort_shared_pool,
         cpu_allocator=cpu_allocator,
     )
