@@ -55,8 +55,8 @@ def measure(
 ) -> None:
     """Measure c_o = c'_o - c'_id for every operation and cell type into a profile.
 
-    The probe networks are timed in interleaved rounds, each run bracketed by runs of the
-    all-identity baseline; the profile keeps every raw sample. Refuses a device that is not present.
+    The probe networks are timed in interleaved rounds, --probes-per-bracket at a time between
+    runs of the all-identity baseline; the profile keeps every raw sample. Refuses a device that is not present.
     """
     config = load_network_config(network)
     size = parse_resolution(resolution, config)
