@@ -110,7 +110,8 @@ class MeasureSettings:
             the raw baseline runs of this CPU's profiles at 768x1536 (ONNX Runtime, 1152 runs;
             torch, 576): predicting a run from the runs one and two places away instead of the
             two adjacent ones leaves a 7 % and 5 % larger scatter, less than the 10 % that the
-            quarter more rounds in the same time take off an interval.
+            quarter more rounds in the same time take off an interval
+            (``benchmarks/bracket_spacing.py``).
     """
 
     backend: Backend = Backend.ONNXRUNTIME

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from casprof.devices import get_device
@@ -243,3 +244,27 @@ def test_shared_input_cost_benchmark_runs_and_reports_every_variant(tmp_path: Pa
         lo, hi = v["delta_ci95"]
         assert lo <= v["delta_ms"] <= hi
     assert "| both: [(0, 0), (1, 1)] |" in run.stdout
+
+
+def test_bracket_spacing_prices_a_wider_bracket_by_the_drift_it_misses(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from bracket_spacing import spacing
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    rng = np.random.default_rng(0)
+    white = spacing(100 + rng.normal(0, 5, 4000))  # no drift: a further neighbour predicts as well
+    assert white["price"] == pytest.approx(1.0, abs=0.05) and abs(white["autocorrelation_lag1"]) < 0.05
+    drift = spacing(100 + np.cumsum(rng.normal(0, 1, 4000)) + rng.normal(0, 0.2, 4000))  # drift: it does not (pure walk: sqrt(1.5))
+    assert drift["price"] > 1.15 and drift["autocorrelation_lag1"] > 0.9
+    with pytest.raises(ValueError):
+        spacing(np.ones(5))
+
+    profile = "profiles/cpu-e6c8ed69-torch-fp32-768x1536.json"
+    run = subprocess.run([sys.executable, "benchmarks/bracket_spacing.py", profile, "--results", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    (row,) = json.loads((tmp_path / "bracket_spacing.json").read_text())["rows"]
+    assert row["runs"] == 576 and row["probes_per_bracket"] == 1 and row["backend"] == "torch"
+    assert row["sd_adjacent_ms"] < row["sd_one_further_ms"] < row["sd_no_bracket_ms"]
+    assert "cpu-e6c8ed69-torch-fp32-768x1536.json" in (tmp_path / "bracket_spacing.md").read_text()
