@@ -61,8 +61,8 @@ from casprof.errors import MeasurementError, UserInputError
 from casprof.fidelity_metrics import Agreement, LinearFit, agreement, proxy_agreement, retest_error, retest_kendall_tau
 from casprof.genotype import Genotype, random_genotype, uniform_genotype
 from casprof.hardware import HardwareFingerprint, describe_recorded
-from casprof.measure import (MeasureSettings, Progress, ProgressCallback, cached_counts, make_runner_spec, open_reusing,
-                             sweep_rounds, time_bracketed, warm_up)
+from casprof.measure import (MeasureSettings, Progress, ProgressCallback, baseline_runs_per_round, cached_counts,
+                             make_runner_spec, open_reusing, sweep_rounds, time_bracketed, warm_up)
 from casprof.probes import BASELINE, build_network, build_probe
 from casprof.ops import CELL_TYPES, candidate_ops
 from casprof.predict import predict
@@ -468,7 +468,8 @@ def time_networks(runners: dict[str, list[Runner]], baselines: Sequence[Runner],
         progress(Progress("measuring", done, len(rounds), f"round {r + 1}"))
         order = list(names)
         random.Random(f"fidelity/{seed}/{r}").shuffle(order)
-        got = time_bracketed([(n, runners[n][r % len(runners[n])]) for n in order], baselines, r * (len(names) + 1))
+        got = time_bracketed([(n, runners[n][r % len(runners[n])]) for n in order], baselines,
+                             r * baseline_runs_per_round(len(names)))
         for name in order:
             i = r % len(runners[name])
             out.times[name][i].append(got.times[name])
