@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from casprof._io import atomic_write_json, atomic_write_text
+from casprof.errors import UserInputError
 from casprof.profile import Metric, Profile
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -71,13 +72,19 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     for path in args.profiles:
-        profile = Profile.load(path)
+        try:
+            profile = Profile.load(path)
+        except UserInputError as exc:
+            parser.error(str(exc))
         m = profile.baseline[Metric.LATENCY_MS.value].measurement
         if m is None:
             parser.error(f"{path} has no measured baseline (an estimate?)")
+        try:
+            found = spacing(np.asarray(m.samples, dtype=float))
+        except ValueError as exc:
+            parser.error(f"{path}: {exc}")
         rows.append({"profile": path.name, "backend": profile.backend.name,
-                     "probes_per_bracket": profile.settings.get("probes_per_bracket", 1),
-                     **spacing(np.asarray(m.samples, dtype=float))})
+                     "probes_per_bracket": profile.settings.get("probes_per_bracket", 1), **found})
     args.results.mkdir(parents=True, exist_ok=True)
     report = {"benchmark": "bracket_spacing",
               "command": "python benchmarks/bracket_spacing.py " + " ".join(str(p) for p in args.profiles), "rows": rows}

@@ -268,3 +268,9 @@ def test_bracket_spacing_prices_a_wider_bracket_by_the_drift_it_misses(tmp_path:
     assert row["runs"] == 576 and row["probes_per_bracket"] == 1 and row["backend"] == "torch"
     assert row["sd_adjacent_ms"] < row["sd_one_further_ms"] < row["sd_no_bracket_ms"]
     assert "cpu-e6c8ed69-torch-fp32-768x1536.json" in (tmp_path / "bracket_spacing.md").read_text()
+    for bad in ("profiles/no-such-profile.json", "profiles/gtx1070.json"):  # missing; an estimate has no runs
+        out = tmp_path / "bad"
+        run = subprocess.run([sys.executable, "benchmarks/bracket_spacing.py", bad, "--results", str(out)],
+                             cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 2 and "Traceback" not in run.stderr and bad in run.stderr
+        assert not out.exists()  # nothing written
