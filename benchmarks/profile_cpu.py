@@ -87,6 +87,7 @@ def markdown(report: dict) -> str:
         f"{report.get('probes_per_bracket', 1)} probe(s) per bracket; {report.get('warmup_passes', 0)} untimed interleaved warm-up pass(es); "
         f"rounds spread over {report.get('sweeps', 1)} sweep(s) of all blocks; "
         f"intra-op thread pool: {report.get('thread_pool', 'per session, no spinning')}"
+        + (f"; CPU memory arena: {report['memory_arena']}" if report.get("backend") == "onnxruntime" else "")
         + (f"; CPU allocator: {report['cpu_allocator']}" if report.get("backend") == "torch" and "cpu_allocator" in report else ""),
         f"- command: `{report['command']}`",
         f"- date: {report['date']}",
@@ -132,6 +133,7 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32", choices=[p.value for p in Precision])
     parser.add_argument("--rounds", type=int, default=MeasureSettings.rounds)
     parser.add_argument("--ort-shared-pool", action="store_true", help="casprof measure --ort-shared-pool")
+    parser.add_argument("--ort-arena-per-session", action="store_true", help="casprof measure --ort-arena-per-session")
     parser.add_argument("--sweeps", type=int, default=MeasureSettings.sweeps, help="casprof measure --sweeps")
     parser.add_argument("--instances", type=int, default=MeasureSettings.instances, help="casprof measure --instances")
     parser.add_argument("--probes-per-bracket", type=int, default=MeasureSettings.probes_per_bracket,
@@ -154,7 +156,8 @@ def main() -> None:
     settings = MeasureSettings(backend=args.backend, precision=args.precision,
                                resolution=parse_resolution(args.resolution, DEFAULT_CONFIG),
                                threads=hw.cpu.affinity or hw.cpu.logical_cores, rounds=args.rounds,
-                               ort_shared_pool=args.ort_shared_pool, sweeps=args.sweeps, instances=args.instances,
+                               ort_shared_pool=args.ort_shared_pool, ort_shared_arena=not args.ort_arena_per_session,
+                               sweeps=args.sweeps, instances=args.instances,
                                cpu_allocator=args.cpu_allocator, probes_per_bracket=args.probes_per_bracket)
     keep = settings.cpu_allocator.file_tag
     label = "cpu" if device.kind is DeviceKind.CPU else device.spec.name
@@ -188,6 +191,7 @@ def main() -> None:
         "sweeps": settings.sweeps,
         "cpu_allocator": settings.cpu_allocator.value,
         "thread_pool": profiles[0].backend.details.get("intra_op_thread_pool", "per session"),
+        "memory_arena": profiles[0].backend.details.get("cpu_memory_arena", "per session"),
         "resolution": list(settings.resolution),
         "hardware": hw.to_dict(),
         "hardware_digest": hw.digest(),
@@ -195,6 +199,7 @@ def main() -> None:
         "command": f"python benchmarks/profile_cpu.py --device {args.device} --backend {args.backend} --precision {args.precision} --resolution {args.resolution} --rounds {args.rounds} --sweeps {args.sweeps} "
                    f"--instances {args.instances} --probes-per-bracket {args.probes_per_bracket}"
                    + (" --ort-shared-pool" if args.ort_shared_pool else "")
+                   + (" --ort-arena-per-session" if args.ort_arena_per_session else "")
                    + (" --cpu-allocator keep" if keep else "")
                    + (" --build-cache" if args.build_cache else ""),
         "seconds": seconds,

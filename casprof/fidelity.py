@@ -443,6 +443,7 @@ def _measure_settings(profile: Profile) -> MeasureSettings:
         instances=INSTANCES,
         ort_shared_pool=bool(s.get("ort_shared_pool", False))
         or profile.backend.details.get("intra_op_thread_pool") == SHARED_POOL,
+        ort_shared_arena=bool(s.get("ort_shared_arena", False)),  # older profiles: an arena per session
         cpu_allocator=str(s.get("cpu_allocator", CpuAllocator.SYSTEM.value)),
     )
 

@@ -89,6 +89,13 @@ class MeasureSettings:
             :mod:`casprof.backends.onnxruntime_runner`). Off by default: once that pool exists,
             ONNX Runtime refuses any session of the process that asks for its own pool, which
             would break other ONNX Runtime users of a process that measured in-process.
+        ort_shared_arena: ONNX Runtime on a CPU only: every session's activations in one CPU memory
+            arena of the process (ONNX Runtime's environment allocator) instead of an arena per
+            session, so a block's sessions reuse the memory of the blocks before. With an arena per
+            session every new session's first runs paid ~1 s of first-touch page faults on the CI
+            VM (~100 s of a profile's preparation) while the timed runs were the same within their
+            noise (see :mod:`casprof.backends.onnxruntime_runner`). Profiles made before it existed
+            read as ``False``. Ignored (recorded as ``False``) for the other backends.
         sweeps: passes over all blocks; each pass runs its share of every block's rounds (the
             networks re-opened from the files exported in the first pass), so every c_o is the
             median over separate windows of the whole run instead of one window of a minute.
@@ -127,6 +134,7 @@ class MeasureSettings:
     instances: int = 1
     baseline_instances: int = 6
     ort_shared_pool: bool = False
+    ort_shared_arena: bool = True
     sweeps: int = 2
     cpu_allocator: CpuAllocator = CpuAllocator.SYSTEM
     probes_per_bracket: int = 2
@@ -136,6 +144,8 @@ class MeasureSettings:
         object.__setattr__(self, "precision", Precision(self.precision))
         object.__setattr__(self, "cpu_allocator", parse_cpu_allocator(self.cpu_allocator))
         object.__setattr__(self, "resolution", tuple(self.resolution))
+        if self.backend is not Backend.ONNXRUNTIME:
+            object.__setattr__(self, "ort_shared_arena", False)  # nothing to share: not recorded as used
         if self.cpu_allocator is CpuAllocator.KEEP and self.backend is not Backend.TORCH:
             raise UserInputError(KEEP_ONLY_TORCH_ON_CPU)  # the other runners would record it without applying it
         if self.rounds < 3:
@@ -347,6 +357,7 @@ def open_instances(stack: ExitStack, model: torch.nn.Module, settings: MeasureSe
             kwargs["shared_pool"] = True  # one pool for all sessions: no idle pool competes with the running one
         else:
             kwargs["spinning"] = False  # idle spinning threads of one session would slow the next
+        kwargs["shared_arena"] = settings.ort_shared_arena
     if settings.backend is Backend.TORCH:
         first = stack.enter_context(make_runner(settings.backend, model, spec, **kwargs))
     elif exported is not None:

@@ -19,7 +19,7 @@ from torch import nn
 
 from casprof.backends import Backend, Precision, RunnerSpec, make_runner, parse_backend
 from casprof.backends.onnx_export import ExportInfo, export_onnx
-from casprof.backends.onnxruntime_runner import OnnxRuntimeRunner
+from casprof.backends.onnxruntime_runner import SHARED_ARENA, OnnxRuntimeRunner
 from casprof.backends.tensorrt_runner import (
     TRT_NOT_INSTALLED,
     TensorRTRunner,
@@ -273,6 +273,60 @@ def test_onnxruntime_shared_pool_runs_sessions_and_refuses_another_size(exported
     assert lines[2].startswith("refused: This process already runs ONNX Runtime's shared thread pool with 2 thread(s)")
     with pytest.raises(ValueError, match="per-session"):
         OnnxRuntimeRunner(exported.path, _spec(), spinning=False, shared_pool=True)
+
+
+def test_onnxruntime_shared_arena_gives_the_same_outputs_and_is_recorded(exported: ExportInfo, reference) -> None:
+    """A session on the process's shared CPU arena computes what one with its own arena does."""
+    x, ref = reference
+    with make_runner("onnxruntime", exported.path, _spec(), shared_arena=True) as shared, \
+            make_runner("onnxruntime", exported.path, _spec()) as own:
+        y_shared, y_own = shared.infer(x), own.infer(x)
+        assert shared.time_once() > 0 and own.time_once() > 0
+        info_shared, info_own = shared.info(), own.info()
+    np.testing.assert_array_equal(y_shared, y_own)
+    _assert_parity(y_shared, ref, atol=1e-4, agreement=0.999)
+    assert info_shared.details["cpu_memory_arena"] == SHARED_ARENA
+    assert info_own.details["cpu_memory_arena"] == "per session"
+
+
+_ARENA_MEMORY_SCRIPT = """
+import sys
+import numpy as np
+from casprof.backends import RunnerSpec
+from casprof.backends.onnxruntime_runner import OnnxRuntimeRunner
+
+path, shared = sys.argv[1], sys.argv[2] == "shared"
+shape = (1, 3, 256, 512)
+def resident() -> int:
+    return int(open("/proc/self/statm").read().split()[1]) * 4096
+x = np.zeros(shape, dtype=np.float32)
+with OnnxRuntimeRunner(path, RunnerSpec(input_shape=shape, threads=1), shared_arena=shared) as first:
+    first.infer(x)
+    start = resident()
+    runners = [OnnxRuntimeRunner(path, RunnerSpec(input_shape=shape, threads=1), shared_arena=shared) for _ in range(4)]
+    for r in runners:
+        r.activate()
+        r.infer(x)
+    print(resident() - start)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads the resident memory from /proc")
+def test_onnxruntime_shared_arena_reuses_memory_across_sessions(tmp_path: Path) -> None:
+    """Sessions on the shared arena reuse one another's activation memory instead of each taking
+    its own (the reason ``casprof measure`` uses it: no fresh memory to fault in per session)."""
+    wide = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(32, 3, 1)).eval()
+    path = export_onnx(wide, (1, 3, 256, 512), tmp_path / "wide.onnx", exporter="torchscript").path
+    grown = {}
+    for kind in ("shared", "own"):
+        done = subprocess.run([sys.executable, "-c", _ARENA_MEMORY_SCRIPT, str(path), kind],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        grown[kind] = int(done.stdout.strip().splitlines()[-1])
+    activations = 32 * 256 * 512 * 4  # one 16 MiB activation; four own arenas hold several each
+    assert grown["own"] > 4 * activations
+    assert grown["shared"] < grown["own"] / 3
 
 
 def test_onnxruntime_from_path_and_workdir(exported: ExportInfo, model, reference, tmp_path: Path) -> None:

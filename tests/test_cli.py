@@ -213,6 +213,9 @@ def test_measure_resume_show_in_subprocesses(tmp_path: Path, network_files: dict
     assert raw["backend"]["details"]["intra_op_thread_pool"] == "shared by every session of the process"
     assert raw["settings"]["ort_shared_pool"] is True and raw["settings"]["baseline_instances"] == 3
     assert raw["settings"]["probes_per_bracket"] == 3
+    # the shared arena joins the shared pool's environment (the pool must come first) by default
+    assert raw["settings"]["ort_shared_arena"] is True
+    assert raw["backend"]["details"]["cpu_memory_arena"] == "shared by every session of the process"
     assert raw["backend"]["details"]["provider"] == "CPUExecutionProvider"
     assert "c_o latency ms" in done.stdout
     shown = _cli("show", str(out), "--csv", cwd=tmp_path)

@@ -147,6 +147,20 @@ def test_profile_recorded_before_signatures_is_still_this_machine(tiny_profile_p
     check_can_measure(Profile.load(path), here)  # accepted: same identity, same kernels
 
 
+def test_fidelity_repeats_the_profiles_memory_arena(tiny_profile_path: Path) -> None:
+    """A check measures as its profile did: the shared CPU arena when the profile used it, an arena
+    per session for profiles that predate it."""
+    import dataclasses
+
+    from casprof.fidelity import measure_settings_of
+
+    p = Profile.load(tiny_profile_path)
+    older = dataclasses.replace(p, settings={k: v for k, v in p.settings.items() if k != "ort_shared_arena"})
+    assert measure_settings_of(older).ort_shared_arena is False
+    shared = dataclasses.replace(p, settings={**p.settings, "backend": "onnxruntime", "ort_shared_arena": True})
+    assert measure_settings_of(shared).ort_shared_arena is True
+
+
 def test_fidelity_refuses_a_missing_report_folder(tiny_profile_path: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["fidelity", "--profile", str(tiny_profile_path), "--report", str(tmp_path / "no")])
     assert result.exit_code == 2 and "does not exist" in result.output

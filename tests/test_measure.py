@@ -222,7 +222,16 @@ def test_profiles_bracket_two_probes_by_default(tmp_path: Path) -> None:
     assert len(baseline_ids) == 4 and all(round0[i] not in baseline_ids for i in range(16) if i % 3)
     assert profile.settings["probes_per_bracket"] == 2
     assert "B p1 p2 B p3 p4" in profile.settings["order"]
+    # every session kept its activations in the process's one CPU arena (the default), and said so
+    assert profile.settings["ort_shared_arena"] is True
+    assert profile.backend.details["cpu_memory_arena"] == "shared by every session of the process"
     assert profile.costs["normal"]["conv_3x3"]["latency_ms"].measurement is not None
+
+
+def test_shared_arena_is_the_onnxruntime_default_and_not_claimed_by_other_backends() -> None:
+    assert MeasureSettings(backend="onnxruntime").ort_shared_arena is True
+    assert MeasureSettings(backend="onnxruntime", ort_shared_arena=False).to_dict()["ort_shared_arena"] is False
+    assert MeasureSettings(backend="torch").to_dict()["ort_shared_arena"] is False  # nothing of ONNX Runtime's to share
 
 
 def test_warm_interleaved_runs_every_instance_once_per_pass_in_a_seeded_order() -> None:

@@ -162,6 +162,8 @@ def test_condition_differences_name_what_differs() -> None:
     assert condition_differences(torch_p, keep) == ["cpu_allocator: system → keep"]
     paired = dataclasses.replace(torch_p, settings={**torch_p.settings, "probes_per_bracket": 2})
     assert condition_differences(torch_p, paired) == ["probes_per_bracket: 1 → 2"]  # older profiles bracketed one probe
+    arena = dataclasses.replace(ort, settings={**ort.settings, "ort_shared_arena": True})
+    assert condition_differences(ort, arena) == ["ort_shared_arena: False → True"]  # older: an arena per session
     differences = condition_differences(torch_p, ort)
     assert "backend: torch → onnxruntime" in differences and "rounds: 18 → 36" in differences
     assert not any(d.startswith(("hardware", "device", "threads", "input size", "cpu_allocator")) for d in differences)

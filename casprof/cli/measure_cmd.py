@@ -46,6 +46,7 @@ def measure(
     baseline_instances: Annotated[int, typer.Option("--baseline-instances", help="Instances of the all-identity network, rotated bracket by bracket.")] = 6,
     probes_per_bracket: Annotated[int, typer.Option("--probes-per-bracket", help="Probes run between two baseline runs (B p1 p2 B ... for 2); each is paired with the mean of its bracket's two runs.")] = 2,
     ort_shared_pool: Annotated[bool, typer.Option("--ort-shared-pool", help="ONNX Runtime: all sessions on one process-wide, spinning intra-op pool (default: a pool per session, no spinning).")] = False,
+    ort_shared_arena: Annotated[bool, typer.Option("--ort-shared-arena/--ort-arena-per-session", help="ONNX Runtime on a CPU: the sessions' activations in one process-wide memory arena, reused block after block (default), or an arena per session (ONNX Runtime's default; every new session's first runs then fault in fresh memory).")] = True,
     exporter: Annotated[str, typer.Option("--exporter", help="ONNX exporter: torchscript (fast) or dynamo.")] = "torchscript",
     cpu_allocator: CpuAllocatorOpt = CpuAllocator.SYSTEM,
     network: NetworkOpt = None,
@@ -88,6 +89,7 @@ def measure(
         baseline_instances=baseline_instances,
         probes_per_bracket=probes_per_bracket,
         ort_shared_pool=ort_shared_pool,
+        ort_shared_arena=ort_shared_arena,
         cpu_allocator=cpu_allocator,
     )
     cache = build_cache_for(build_cache)
