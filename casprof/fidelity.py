@@ -412,9 +412,9 @@ def check_can_measure(profile: Profile, hardware: HardwareFingerprint) -> None:
 
 
 def measure_settings_of(profile: Profile) -> MeasureSettings:
-    """The profile's own backend, precision, resolution, threads, exporter, seed, thread pool and
-    CPU allocator setting (``system`` for profiles made before it was recorded: that is how they
-    were measured).
+    """The profile's own backend, precision, resolution, threads, exporter, seed, thread pool, ONNX
+    Runtime memory arena and CPU allocator setting (an arena per session and ``system`` for
+    profiles made before these were recorded: that is how they were measured).
 
     Raises:
         UserInputError: a settings block with a wrong type or an unknown value.
