@@ -34,6 +34,7 @@ from casprof.backends.cpu_memory import CpuAllocator
 from casprof.build_cache import BuildCache
 from casprof.config import DEFAULT_CONFIG, parse_resolution
 from casprof.devices import DeviceKind, resolve_device
+from casprof.errors import UserInputError
 from casprof.hardware import detect_hardware
 from casprof.measure import MeasureSettings, iter_costs, run_measurement
 from casprof.profile import Metric, Profile
@@ -140,7 +141,7 @@ def main() -> None:
                         help="casprof measure --probes-per-bracket")
     parser.add_argument("--tag", default="", help="suffix of the result files (keeps earlier results)")
     parser.add_argument("--keep-dir", type=Path, default=None,
-                        help="copy the first profile here (e.g. profiles/), and the second beside it as *-repeat.json")
+                        help="copy the first profile here (e.g. profiles/; made if missing), and the second beside it as *-repeat.json")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder for the result files")
     parser.add_argument("--resolution", default="768x1536", help="input HxW (the targets are for 768x1536)")
     parser.add_argument("--build-cache", action="store_true",
@@ -148,17 +149,24 @@ def main() -> None:
     parser.add_argument("--cpu-allocator", default=CpuAllocator.SYSTEM.value, choices=[a.value for a in CpuAllocator],
                         help="casprof measure --cpu-allocator (torch on a CPU)")
     args = parser.parse_args()
+    if args.keep_dir is not None:  # made now, not after the first profile's ten minutes
+        if args.keep_dir.exists() and not args.keep_dir.is_dir():
+            parser.error(f"--keep-dir {args.keep_dir} is a file, not a folder.")
+        args.keep_dir.mkdir(parents=True, exist_ok=True)
 
     hw = detect_hardware()
-    device = resolve_device(args.device, hw)
-    if device.kind is DeviceKind.CPU and args.precision != Precision.FP32.value:
-        parser.error("fp16 is measured only on a CUDA GPU")
-    settings = MeasureSettings(backend=args.backend, precision=args.precision,
-                               resolution=parse_resolution(args.resolution, DEFAULT_CONFIG),
-                               threads=hw.cpu.affinity or hw.cpu.logical_cores, rounds=args.rounds,
-                               ort_shared_pool=args.ort_shared_pool, ort_shared_arena=not args.ort_arena_per_session,
-                               sweeps=args.sweeps, instances=args.instances,
-                               cpu_allocator=args.cpu_allocator, probes_per_bracket=args.probes_per_bracket)
+    try:  # bad settings: one sentence and status 2 before anything is measured
+        device = resolve_device(args.device, hw)
+        if device.kind is DeviceKind.CPU and args.precision != Precision.FP32.value:
+            parser.error("fp16 is measured only on a CUDA GPU")
+        settings = MeasureSettings(backend=args.backend, precision=args.precision,
+                                   resolution=parse_resolution(args.resolution, DEFAULT_CONFIG),
+                                   threads=hw.cpu.affinity or hw.cpu.logical_cores, rounds=args.rounds,
+                                   ort_shared_pool=args.ort_shared_pool, ort_shared_arena=not args.ort_arena_per_session,
+                                   sweeps=args.sweeps, instances=args.instances,
+                                   cpu_allocator=args.cpu_allocator, probes_per_bracket=args.probes_per_bracket)
+    except UserInputError as e:
+        parser.error(str(e))
     keep = settings.cpu_allocator.file_tag
     label = "cpu" if device.kind is DeviceKind.CPU else device.spec.name
     profiles, seconds = [], []
