@@ -44,6 +44,10 @@ an analysis, not what ``casprof fidelity`` reports.
 With ``--linear-reduce`` a schema-5 profile predicts without its reduction cells' shared input cost
 (R_k = 0: the linear per-edge model of schemas 2-4), to see what the ``mixed_inputs`` probe changes.
 
+With ``--composed-structure`` a schema-6 profile predicts without its ``derived_identity`` probes (the
+structure of a derived cell composed from the three identity probes, as schemas 2-5 do), to see what
+measuring it changes.
+
 Writes ``benchmarks/results/fidelity_rescore_<digest>[_<tag>].{md,json}``.
 """
 
@@ -94,6 +98,14 @@ def without_shared_input(profile: Profile) -> Profile:
     if profile.edge_model is None or not profile.edge_model.has_shared_input_costs:
         sys.exit(f"The profile (created {profile.created}) has no mixed_inputs probe; --linear-reduce changes nothing.")
     cells = {t: dataclasses.replace(c, mixed_inputs={}) for t, c in profile.edge_model.cells.items()}
+    return dataclasses.replace(profile, edge_model=EdgeModel(cells))
+
+
+def without_measured_structure(profile: Profile) -> Profile:
+    """``profile`` without its ``derived_identity`` probes: the structure composed from the identity probes."""
+    if profile.edge_model is None or not profile.edge_model.has_measured_structure:
+        sys.exit(f"The profile (created {profile.created}) has no derived_identity probe; --composed-structure changes nothing.")
+    cells = {t: dataclasses.replace(c, derived_identity={}) for t, c in profile.edge_model.cells.items()}
     return dataclasses.replace(profile, edge_model=EdgeModel(cells))
 
 
@@ -201,6 +213,8 @@ def main() -> None:
                         help="also score the checks pooled into one (same networks; module docstring)")
     parser.add_argument("--linear-reduce", action="store_true",
                         help="predict without the profile's shared input cost of reduction cells (module docstring)")
+    parser.add_argument("--composed-structure", action="store_true",
+                        help="predict without the profile's derived_identity probes (module docstring)")
     parser.add_argument("--refit", type=CalibrationForm, choices=list(CalibrationForm), metavar="{offset,affine}",
                         help="fit the profile's calibration again in this form to its own networks (module docstring)")
     args = parser.parse_args()
@@ -213,6 +227,8 @@ def main() -> None:
         profile = refit(profile, args.refit)
     if args.linear_reduce:
         profile = without_shared_input(profile)
+    if args.composed_structure:
+        profile = without_measured_structure(profile)
     scale = op_scale(profile) if args.op_scale else None
     reports = [json.loads(p.read_text()) for p in args.reports]
     if args.pool_checks and len(reports) < 2:
@@ -232,7 +248,9 @@ def main() -> None:
              f"- profile created {profile.created}; calibration"
              + ("" if args.refit is None else f" (fitted again here, {args.refit.value})") + ": "
              + ("none" if cal is None else cal.summary())
-             + ("; predicted WITHOUT the reduction cells' shared input cost (--linear-reduce)" if args.linear_reduce else ""),
+             + ("; predicted WITHOUT the reduction cells' shared input cost (--linear-reduce)" if args.linear_reduce else "")
+             + ("; predicted WITHOUT the measured structure (derived_identity probes; --composed-structure)"
+                if args.composed_structure else ""),
              "- measurements as recorded by each check (nothing re-timed"
              + ("; moved from the check's c'_id to this profile's" if args.reanchor and not args.ratio_anchor else "")
              + ("; anchored again as ratios: this profile's c'_id x median over runs of (network time / mean of the two "
@@ -260,7 +278,8 @@ def main() -> None:
     args.results.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.results / f"{stem}.json",
                       {"profile": str(args.profile), "command": command, "op_scale": scale,
-                       "refit": None if args.refit is None else args.refit.value, "linear_reduce": args.linear_reduce, "reanchor": args.reanchor, "ratio_anchor": args.ratio_anchor,
+                       "refit": None if args.refit is None else args.refit.value, "linear_reduce": args.linear_reduce,
+                       "composed_structure": args.composed_structure, "reanchor": args.reanchor, "ratio_anchor": args.ratio_anchor,
                        "calibration": None if cal is None else cal.to_dict(), "checks": rows})
     atomic_write_text(args.results / f"{stem}.md", md)
     print(md)

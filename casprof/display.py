@@ -10,7 +10,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from casprof.edge_model import shared_input_costs
+from casprof.edge_model import measured_structure_correction, shared_input_costs
 from casprof.ops import CELL_TYPES, candidate_ops
 from casprof.profile import Method, Metric, Profile
 
@@ -71,7 +71,8 @@ def _fmt(value: float | None, metric: str) -> str:
 
 
 def _shared_input_lines(profile: Profile) -> list[str]:
-    """One line per cell type whose ``mixed_inputs`` probe gives the shared input cost R_k (schema 5)."""
+    """One line per cell type whose ``mixed_inputs`` probe gives the shared input cost R_k (schema 5)
+    and one per cell type whose ``derived_identity`` probe anchors its structure (schema 6)."""
     lines = []
     if profile.edge_model is None or Metric.LATENCY_MS.value not in profile.metrics:
         return lines
@@ -80,6 +81,10 @@ def _shared_input_lines(profile: Profile) -> list[str]:
             r = shared_input_costs(profile, t, Metric.LATENCY_MS.value)
             lines.append(f"{t} cell: factorized reduces of one input share {r['input0']:.3f} ms per input "
                          f"(mixed_inputs probe with {op}; see casprof.edge_model)")
+        if cell.derived_identity:
+            lines.append(f"{t} cell: structure measured on a derived-shape identity cell, "
+                         f"{measured_structure_correction(profile, t, Metric.LATENCY_MS.value):+.3f} ms "
+                         "against the identity probes' model (derived_identity probe; see casprof.edge_model)")
     return lines
 
 

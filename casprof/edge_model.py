@@ -46,6 +46,21 @@ a derived cell with f_k > 1 factorized reduces on input k gives back R_k (f_k - 
 edge of the same input is a factorized reduce, leaves that out). Every probe is still predicted
 exactly as measured; exact metrics have R_k = 0 (fvcore counts each factorized reduce on its own).
 Profiles without the probe (schemas 2-4) have R_k = 0, i.e. the model above.
+
+Measured structure (profile schema 6). The three identity probes enter every prediction through
+``- sum_k E_k s_k`` (the full cells' identity edges taken out of c'_id), a combination such as
+``-1.5 (d_0 + d_1) + 2 d_inputs`` for a 3-node cell: each probe's noise, several ms on the 2-core
+CPUs here, comes out about three times larger, the same for every derived network. Two profiles
+of one hour on one VM moved every prediction by up to 16 % that way. The ``derived_identity``
+probe measures an ``identity`` cell of a derived cell's shape, C (two edges per node), directly,
+d_C = c'(probe) - c'_id; each cell type's part of a prediction is then anchored to it,
+
+    part_t(G) = d_C + model_t(G) - model_t(C),
+
+where model_t is the linear model above: the full cells' structure cancels, and the identity
+probes enter only through the difference of G's and C's edge classes (a few edges). Every probe
+but C is still predicted as the model does, C as measured; exact metrics get a correction of 0
+(the model is exact for them). Profiles without the probe (schemas 2-5) predict as before.
 """
 
 from __future__ import annotations
@@ -79,6 +94,8 @@ class CellEdgeModel:
     input_edges: Mapping[str, MetricCosts] = field(default_factory=dict)
     #: the ``mixed_inputs`` probe, keyed by its one operation (empty before schema 5)
     mixed_inputs: Mapping[str, MetricCosts] = field(default_factory=dict)
+    #: the ``derived_identity`` probe (empty before schema 6)
+    derived_identity: MetricCosts = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -90,6 +107,8 @@ class CellEdgeModel:
             d["input_edges"] = {op: {m: v.to_dict() for m, v in ms.items()} for op, ms in self.input_edges.items()}
         if self.mixed_inputs:
             d["mixed_inputs"] = {op: {m: v.to_dict() for m, v in ms.items()} for op, ms in self.mixed_inputs.items()}
+        if self.derived_identity:
+            d["derived_identity"] = {m: v.to_dict() for m, v in self.derived_identity.items()}
         return d
 
     @classmethod
@@ -97,7 +116,7 @@ class CellEdgeModel:
                          probe_costs: Callable[[Probe], MetricCosts]) -> CellEdgeModel:
         """The model of ``cell_type`` from its probes' costs (``probe_costs`` maps a probe to
         c'(probe) - c'_id per metric): the three identity probes, and the ``input_edges`` and
-        ``mixed_inputs`` probes of ``cell_type`` among ``probes`` (others are ignored)."""
+        ``mixed_inputs`` and ``derived_identity`` probes of ``cell_type`` among ``probes`` (others are ignored)."""
         from casprof.probes import Probe, Variant
 
         mine = [p for p in probes if p.cell_type == cell_type]
@@ -107,6 +126,7 @@ class CellEdgeModel:
             rest_on_input1=probe_costs(Probe(cell_type, "identity", Variant.REST_ON_INPUT1)),
             input_edges={p.op: probe_costs(p) for p in mine if p.variant is Variant.INPUT_EDGES},
             mixed_inputs={p.op: probe_costs(p) for p in mine if p.variant is Variant.MIXED_INPUTS},
+            derived_identity=next((probe_costs(p) for p in mine if p.variant is Variant.DERIVED_IDENTITY), {}),
         )
 
     @classmethod
@@ -140,6 +160,7 @@ class CellEdgeModel:
             rest_on_input1=costs(d["rest_on_input1"], "rest_on_input1"),
             input_edges={op: costs(v, f"input_edges.{op}") for op, v in raw_ops.items()},
             mixed_inputs={op: costs(v, f"mixed_inputs.{op}") for op, v in raw_mixed.items()},
+            derived_identity=costs(d["derived_identity"], "derived_identity") if d.get("derived_identity") is not None else {},
         )
 
 
@@ -153,6 +174,11 @@ class EdgeModel:
     def has_shared_input_costs(self) -> bool:
         """Whether any cell type has the ``mixed_inputs`` probe (schema 5's shared input cost R_k)."""
         return any(c.mixed_inputs for c in self.cells.values())
+
+    @property
+    def has_measured_structure(self) -> bool:
+        """Whether any cell type has the ``derived_identity`` probe (schema 6's measured structure)."""
+        return any(c.derived_identity for c in self.cells.values())
 
     def to_dict(self) -> dict[str, Any]:
         return {t: c.to_dict() for t, c in self.cells.items()}
@@ -254,3 +280,22 @@ def shared_input_overlap(profile: Profile, cell_type: str, cell: CellGraph, metr
         f = sum(1 for node in cell for op, i in node if i == index and op == "identity")
         overlap -= shared[k] * max(f - 1, 0)
     return overlap
+
+
+def _modelled_part(profile: Profile, cell_type: str, cell: CellGraph, metric: str) -> float:
+    """model_t(cell): the linear model's part of a prediction for one cell of this type."""
+    edges = sum(refined_edge_cost(profile, cell_type, op, metric, i) for node in cell for op, i in node)
+    return edges - structure_cost(profile, cell_type, metric) + shared_input_overlap(profile, cell_type, cell, metric)
+
+
+def measured_structure_correction(profile: Profile, cell_type: str, metric: str) -> float:
+    """d_C - model_t(C): what the ``derived_identity`` probe C adds to every prediction's part of this
+    cell type (0 without the probe). The same for every genotype, it replaces the full cells' structure
+    composed from the identity probes by the structure of a derived cell as measured."""
+    cell = _cell(profile, cell_type)
+    if cell is None or not cell.derived_identity:
+        return 0.0
+    from casprof.probes import derived_identity_graph
+
+    graph = derived_identity_graph(profile.network.intermediate_nodes(cell_type))
+    return cell.derived_identity[metric].value - _modelled_part(profile, cell_type, graph, metric)

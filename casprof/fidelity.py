@@ -630,7 +630,10 @@ def summarize(profile: Profile, results: Sequence[NetworkResult], settings: Fide
             "gpus": [g.get("name") for g in profile.hardware.get("gpus") or []],
             "schema_edge_model": "uniform share c_o / E (schema 1)" if profile.edge_model is None
             else "per edge class s_k + c_o^k / E_k (schema 2)" if not profile.edge_model.has_shared_input_costs
-            else "per edge class s_k + c_o^k / E_k, with the reduction inputs' shared cost R_k (schema 5)",
+            else "per edge class s_k + c_o^k / E_k, with the reduction inputs' shared cost R_k (schema 5)"
+            if not profile.edge_model.has_measured_structure
+            else "per edge class s_k + c_o^k / E_k, with the reduction inputs' shared cost R_k and the structure "
+                 "measured on derived-shape identity cells (schema 6)",
             "calibration_form": None if profile.calibration is None else profile.calibration.form.value,
             "calibration_offset_ms": None if profile.calibration is None else profile.calibration.offset,
             "calibration_factor": None if profile.calibration is None else profile.calibration.factor,

@@ -68,6 +68,9 @@ def _pooled_edge_model(profiles: Sequence[Profile], pool: PoolProbe) -> EdgeMode
         if len({tuple(sorted(c.mixed_inputs)) for c in same}) != 1:
             raise UserInputError(f"The profiles' edge models of the {t} cell differ in the mixed_inputs probe "
                                  "(an older profile has none): pool profiles of one schema.")
+        if len({bool(c.derived_identity) for c in same}) != 1:
+            raise UserInputError(f"The profiles' edge models of the {t} cell differ in the derived_identity probe "
+                                 "(an older profile has none): pool profiles of one schema.")
         cells[t] = CellEdgeModel(
             inputs_only=pool([c.inputs_only for c in same], Probe(t, "identity", Variant.INPUTS_ONLY).key),
             rest_on_input0=pool([c.rest_on_input0 for c in same], Probe(t, "identity", Variant.REST_ON_INPUT0).key),
@@ -76,6 +79,8 @@ def _pooled_edge_model(profiles: Sequence[Profile], pool: PoolProbe) -> EdgeMode
                          for op in first.input_edges},
             mixed_inputs={op: pool([c.mixed_inputs[op] for c in same], Probe(t, op, Variant.MIXED_INPUTS).key)
                           for op in first.mixed_inputs},
+            derived_identity=pool([c.derived_identity for c in same], Probe(t, "identity", Variant.DERIVED_IDENTITY).key)
+            if first.derived_identity else {},
         )
     return EdgeModel(cells)
 

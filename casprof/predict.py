@@ -10,6 +10,9 @@ operation, in every cell of its type (the genotype's cell is repeated in every c
   (leaving a cell input or an intermediate node) costs ``s_k + c_o^k / E_k``, and the full
   cells' identity edges ``sum_k E_k s_k`` are taken out of c'_id. ``by_cell_type`` then holds
   the genotype's edges minus those, so that the value is still ``baseline + sum(by_cell_type)``.
+* With the ``derived_identity`` probes (schema 6) each cell type's part is anchored to a measured
+  identity cell of a derived cell's shape (:func:`casprof.edge_model.measured_structure_correction`):
+  a constant per cell type that replaces the full cells' structure composed from the identity probes.
 * A calibrated profile (:mod:`casprof.calibration`) adds ``offset + (factor - 1) * sum(by_cell_type)``
   to the latency (schema 3: an offset, factor 1; schema 4: also affine): the value is
   ``baseline + sum(by_cell_type) + calibration``.
@@ -20,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from casprof.edge_model import refined_edge_cost, shared_input_overlap, structure_cost
+from casprof.edge_model import measured_structure_correction, refined_edge_cost, shared_input_overlap, structure_cost
 from casprof.genotype import Genotype
 from casprof.ops import CELL_TYPES
 from casprof.profile import Metric, Profile
@@ -85,6 +88,7 @@ def predict(profile: Profile, genotype: Genotype) -> dict[str, Prediction]:
             )
             - (structure_cost(profile, t, metric) if profile.edge_model is not None else 0.0)
             + (shared_input_overlap(profile, t, genotype.cell(t), metric) if profile.edge_model is not None else 0.0)
+            + measured_structure_correction(profile, t, metric)
             for t in CELL_TYPES
         }
         base = profile.baseline[metric].value

@@ -21,7 +21,12 @@ one type has or where the operation sits, the other cell types staying full ``id
   conversion out of the blocked NCHWc layout and back), which the other probes cannot tell apart
   (see :mod:`casprof.edge_model`).
 
-The last three tell apart what an edge costs by being there (a node sum, a factorized reduce, a
+* ``derived_identity`` (profile schema 6): an ``identity`` cell shaped like a derived cell, two
+  edges per node (:func:`derived_identity_graph`). Its cost is what the structure of a derived
+  cell costs, measured directly instead of composed from the three identity probes above (whose
+  combination multiplies their noise about threefold; see :mod:`casprof.edge_model`).
+
+The identity variants tell apart what an edge costs by being there (a node sum, a factorized reduce, a
 multi-scale projection) depending on whether it leaves cell input 0, cell input 1 (in the
 multi-scale cell they have different widths) or an intermediate node.
 """
@@ -50,6 +55,7 @@ class Variant(str, enum.Enum):
     REST_ON_INPUT0 = "rest_on_input0"
     REST_ON_INPUT1 = "rest_on_input1"
     MIXED_INPUTS = "mixed_inputs"
+    DERIVED_IDENTITY = "derived_identity"
 
 
 @dataclass(frozen=True, order=True)
@@ -99,6 +105,14 @@ def input_edges_graph(n_nodes: int, op: str, keep_identity: frozenset[tuple[int,
                  for j in range(n_nodes))
 
 
+def derived_identity_graph(n_nodes: int) -> CellGraph:
+    """An ``identity`` cell of a derived network's shape: node 0 reads both cell inputs, every later
+    node j the node before it and cell input ``(j + 1) % 2`` (input 0, 1, 0, ...), so every input
+    and node is in use and the edge classes come close to a random derived cell's average (2, 2, 2
+    edges from input 0, input 1 and the nodes with 3 nodes; 4, 3, 5 with 6)."""
+    return (("identity", 0), ("identity", 1)), *((("identity", (j + 1) % 2), ("identity", j + 1)) for j in range(1, n_nodes))
+
+
 def variant_graph(n_nodes: int, op: str, variant: Variant) -> CellGraph:
     """The cell graph of a probe's own cell type."""
     if variant is Variant.FULL:
@@ -109,6 +123,8 @@ def variant_graph(n_nodes: int, op: str, variant: Variant) -> CellGraph:
         return input_edges_graph(n_nodes, op, keep_identity=MIXED_INPUTS_IDENTITY_EDGES)
     if variant is Variant.INPUTS_ONLY:
         return tuple((("identity", 0), ("identity", 1)) for _ in range(n_nodes))
+    if variant is Variant.DERIVED_IDENTITY:
+        return derived_identity_graph(n_nodes)
     only = 0 if variant is Variant.REST_ON_INPUT0 else 1
     return (("identity", 0), ("identity", 1)), *((("identity", only),) for _ in range(n_nodes - 1))
 
@@ -157,7 +173,8 @@ def edge_model_probes(config: NetworkConfig) -> list[Probe]:
     for t in CELL_TYPES:
         if config.intermediate_nodes(t) < 2:
             continue
-        probes += [Probe(t, "identity", v) for v in (Variant.INPUTS_ONLY, Variant.REST_ON_INPUT0, Variant.REST_ON_INPUT1)]
+        probes += [Probe(t, "identity", v) for v in (Variant.INPUTS_ONLY, Variant.REST_ON_INPUT0, Variant.REST_ON_INPUT1,
+                                                      Variant.DERIVED_IDENTITY)]
         if t in SPLIT_CELL_TYPES:
             probes += [Probe(t, op, Variant.INPUT_EDGES) for op in candidate_ops(t) if op != "identity"]
             probes.append(Probe(t, MIXED_INPUTS_OP, Variant.MIXED_INPUTS))

@@ -35,7 +35,9 @@ if TYPE_CHECKING:  # pragma: no cover
 #: networks leaning to the cheapest and costliest operations); a version-3 block loads as an offset.
 #: 5 added the reduction cell's optional ``edge_model.reduce.mixed_inputs`` probe (the cost that the
 #: factorized reduces of one input share, see casprof.edge_model); older files load without it.
-PROFILE_SCHEMA_VERSION = 5
+#: 6 added the optional ``edge_model.<cell>.derived_identity`` probes (an identity cell of a derived cell's
+#: shape, measured; casprof.edge_model): older files load without them and predict as before.
+PROFILE_SCHEMA_VERSION = 6
 
 
 class Metric(str, enum.Enum):

@@ -40,10 +40,13 @@ _LATENCY = Metric.LATENCY_MS.value
 
 
 def structure_probes(profile: Profile) -> list[Probe]:
-    """The structure probes of the profile's per-edge model (none for a schema-1 profile)."""
+    """The structure probes of the profile's per-edge model (none for a schema-1 profile), with the
+    ``derived_identity`` probes where it has them (schema 6)."""
     if profile.edge_model is None:
         return []
-    return [Probe(t, "identity", v) for t in CELL_TYPES if t in profile.edge_model.cells for v in STRUCTURE_VARIANTS]
+    cells = profile.edge_model.cells
+    return [Probe(t, "identity", v) for t in CELL_TYPES if t in cells
+            for v in STRUCTURE_VARIANTS + ((Variant.DERIVED_IDENTITY,) if cells[t].derived_identity else ())]
 
 
 def _profile_term(profile: Profile, probe: Probe) -> CostValue:

@@ -205,9 +205,14 @@ def test_estimate_vs_measured_carries_over_another_machines_cpu_comparison(tmp_p
     kept (with where and when it was made) while the profile is unchanged, and dropped once it differs."""
     from casprof.hardware import detect_hardware
 
-    here = detect_hardware().digest()
+    from casprof.profile import Profile
+
+    hw = detect_hardware()
+    here = hw.digest()
     previous = json.loads((ROOT / "benchmarks/results/estimate_vs_measured.json").read_text())
-    other = next(c for c in previous["comparisons"] if c["device"] == "cpu" and c["hardware_digest"] != here)
+    # a profile this machine does not take for its own (an AVX-512 EPYC takes the legacy-digest 6d78dc83 profiles for its own)
+    other = next(c for c in previous["comparisons"] if c["device"] == "cpu" and c["hardware_digest"] != here
+                 and not hw.recorded_here(Profile.load(ROOT / c["profile"]).hardware))
     (tmp_path / "estimate_vs_measured.json").write_text(json.dumps(previous))
 
     def run() -> dict:
@@ -219,7 +224,7 @@ def test_estimate_vs_measured_carries_over_another_machines_cpu_comparison(tmp_p
     first = run()
     (kept,) = first["report"]["comparisons"]
     assert kept["rows"] == other["rows"] and kept["overall"] == other["overall"]
-    assert kept["compared_on"]["hardware_digest"] == other["hardware_digest"] != here
+    assert kept["compared_on"] == other["compared_on"] and kept["compared_on"]["hardware_digest"] != here
     assert first["report"]["hardware_digest"] == here
     assert "carried over" in first["stdout"] and kept["compared_on"]["hardware_digest"] in (tmp_path / "estimate_vs_measured.md").read_text()
 
@@ -274,3 +279,73 @@ def test_bracket_spacing_prices_a_wider_bracket_by_the_drift_it_misses(tmp_path:
                              cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert run.returncode == 2 and "Traceback" not in run.stderr and bad in run.stderr
         assert not out.exists()  # nothing written
+
+
+def test_profile_benchmark_refuses_a_keep_dir_that_is_a_file_before_measuring(tmp_path: Path) -> None:
+    """A bad --keep-dir is one sentence and status 2 at once, not a traceback after the first profile's minutes."""
+    not_a_folder = tmp_path / "profiles"
+    not_a_folder.write_text("")
+    run = subprocess.run([sys.executable, "benchmarks/profile_cpu.py", "--keep-dir", str(not_a_folder), "--results", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "is a file, not a folder" in run.stderr and "Traceback" not in run.stderr
+    assert not list(tmp_path.glob("profile_cpu_*"))
+
+
+@pytest.mark.slow
+def test_profile_benchmark_keeps_both_profiles_in_a_new_folder(tmp_path: Path) -> None:
+    """Two tiny torch profiles of the default network at 64x128: the --keep-dir folder is made, both copies land;
+    too few rounds is one sentence and status 2."""
+    from casprof.hardware import detect_hardware
+    from casprof.profile import PROFILE_SCHEMA_VERSION, Profile
+
+    keep = tmp_path / "new" / "profiles"
+    few = subprocess.run([sys.executable, "benchmarks/profile_cpu.py", "--rounds", "2", "--results", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert few.returncode == 2 and "At least 3 measurement rounds" in few.stderr and "Traceback" not in few.stderr
+    run = subprocess.run([sys.executable, "benchmarks/profile_cpu.py", "--backend", "torch", "--resolution", "64x128",
+                          "--rounds", "3", "--sweeps", "1", "--build-cache", "--keep-dir", str(keep), "--tag", "t",
+                          "--results", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    digest = detect_hardware().digest()
+    first, repeat = (keep / f"cpu-{digest[:8]}-torch-fp32-64x128{s}.json" for s in ("", "-repeat"))
+    profiles = [Profile.load(first), Profile.load(repeat)]
+    assert all(p.read_schema_version == PROFILE_SCHEMA_VERSION and p.edge_model.has_measured_structure for p in profiles)
+    report = json.loads((tmp_path / f"profile_cpu_torch_{digest}_t.json").read_text())
+    assert report["build_cache"][0]["counts"]["cached"] == 0 and report["build_cache"][1]["counts"]["built"] == 0
+    assert report["build_cache"][1]["counts"]["cached"] == report["build_cache"][0]["counts"]["built"] > 50
+
+
+def test_fidelity_rescore_without_the_measured_structure(tmp_path: Path) -> None:
+    """`--composed-structure`: the committed schema-6 check scored with its profile's structure composed from the
+    identity probes instead of measured: every prediction moves by the same constant, the sum of the corrections."""
+    from casprof.edge_model import measured_structure_correction
+    from casprof.genotype import Genotype
+    from casprof.ops import CELL_TYPES
+    from casprof.predict import predict
+    from casprof.profile import Profile
+
+    check_path = "benchmarks/results/fidelity_cpu_onnxruntime_ac888d45521e2bda_derived-pooled-a-b.json"
+    profile_path = "benchmarks/results/profiles/cpu-ac888d45-onnxruntime-pooled-derived-a-b.json"
+    old = "benchmarks/results/profiles/cpu-e6c8ed69-onnxruntime-pooled-arena-a-b.json"  # schema 5: nothing to take out
+    refused = subprocess.run([sys.executable, "benchmarks/fidelity_rescore.py", "--profile", old, "--composed-structure",
+                              "benchmarks/results/fidelity_cpu_onnxruntime_e6c8ed69971cdf74_arena-pooled-a-b.json",
+                              "--results", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 1 and "no derived_identity probe" in refused.stderr
+    outs = {}
+    for tag, extra in (("measured", []), ("composed", ["--composed-structure"])):
+        run = subprocess.run([sys.executable, "benchmarks/fidelity_rescore.py", "--profile", profile_path, check_path, "--bare",
+                              "--tag", tag, "--results", str(tmp_path), *extra], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        outs[tag] = json.loads((tmp_path / f"fidelity_rescore_ac888d45521e2bda_{tag}.json").read_text())
+    assert outs["composed"]["composed_structure"] is True and outs["measured"]["composed_structure"] is False
+    check = json.loads((ROOT / check_path).read_text())
+    (measured,), (composed,) = outs["measured"]["checks"], outs["composed"]["checks"]
+    assert measured["agreement"]["bias"] == pytest.approx(check["summary"]["profile"]["bias"])  # the check's own score
+    profile = Profile.load(ROOT / profile_path)
+    correction = sum(measured_structure_correction(profile, t, "latency_ms") for t in CELL_TYPES)
+    assert abs(correction) > 0.5  # measuring the structure moves this profile's predictions
+    cheapest = next(n for n in check["networks"] if n["name"] == "all-cheapest")
+    assert predict(profile, Genotype.from_dict(cheapest["genotype"]))["latency_ms"].value == pytest.approx(cheapest["predicted_ms"])
+    expected = 100 * (cheapest["predicted_ms"] - correction - cheapest["measured_ms"]) / cheapest["measured_ms"]
+    assert composed["extremes_error_pct"]["all-cheapest"] == pytest.approx(expected)
+    assert measured["agreement"]["kendall_tau"] == pytest.approx(composed["agreement"]["kendall_tau"])  # a constant per cell type

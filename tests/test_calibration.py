@@ -162,7 +162,7 @@ def test_affine_fit_predicts_offset_plus_factor_on_the_operations_part(calibrate
     bare, cal_profile = Profile.load(tiny_profile_path), Profile.load(calibrated_path)
     cal = cal_profile.calibration
     assert bare.calibration is None and cal is not None and cal.form is CalibrationForm.AFFINE
-    assert json.loads(calibrated_path.read_text())["schema_version"] == PROFILE_SCHEMA_VERSION == 5
+    assert json.loads(calibrated_path.read_text())["schema_version"] == PROFILE_SCHEMA_VERSION == 6
     c_id = bare.baseline["latency_ms"].value
     random_nets = [n for n in cal.networks if n.kind is NetworkKind.RANDOM]
     assert sorted(n.seed for n in random_nets) == [CALIBRATION_SEED_BASE + k for k in range(3)]

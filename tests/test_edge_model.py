@@ -9,20 +9,21 @@ from pathlib import Path
 import pytest
 
 from casprof.complexity import count_macs, count_params
-from casprof.edge_model import EdgeModel, shared_input_costs, shared_input_overlap, structure_cost
+from casprof.edge_model import (EdgeModel, class_counts, identity_edge_costs, measured_structure_correction, shared_input_costs,
+                                shared_input_overlap, structure_cost)
 from casprof.errors import UserInputError
 from casprof.genotype import Genotype, random_genotype, uniform_genotype
 from casprof.network import CASNetwork
 from casprof.predict import edge_cost, predict
-from casprof.probes import (MIXED_INPUTS_OP, Probe, Variant, build_probe, edge_model_probes, measured_probes, measurement_blocks,
-                            probe_graphs)
+from casprof.probes import (MIXED_INPUTS_OP, Probe, Variant, build_probe, derived_identity_graph, edge_model_probes, measured_probes,
+                            measurement_blocks, probe_graphs)
 from casprof.profile import Profile
 from tests.conftest import MINI, TINY, TINY_RES, as_schema_1
 
 
 def test_edge_model_probes_keep_every_input_and_node_in_use() -> None:
     probes = edge_model_probes(TINY)
-    assert len(probes) == 3 * 3 + 10 + 1  # three identity variants per cell type, reduce ops on input edges, mixed_inputs
+    assert len(probes) == 4 * 3 + 10 + 1  # four identity variants per cell type, reduce ops on input edges, mixed_inputs
     for probe in probes:
         net = build_probe(TINY, probe)
         cell = net.ms_cell if probe.cell_type == "ms" else next(c for c in net.cells if c.cell_type == probe.cell_type)
@@ -32,7 +33,7 @@ def test_edge_model_probes_keep_every_input_and_node_in_use() -> None:
     # the paper's probes keep their per-cell-type blocks; the edge-model probes are timed after them
     blocks = measurement_blocks(TINY)
     assert [label for label, _ in blocks] == ["normal", "reduce", "ms", "normal-edges", "reduce-edges", "ms-edges"]
-    assert [len(members) for _, members in blocks] == [10, 10, 9, 3, 14, 3]
+    assert [len(members) for _, members in blocks] == [10, 10, 9, 4, 15, 4]
 
 
 def test_exact_metrics_are_predicted_exactly(tiny_profile_path: Path) -> None:
@@ -79,7 +80,7 @@ def test_a_single_node_cell_needs_no_edge_model() -> None:
 
     one = NetworkConfig(stem_channels=(4, 4, 8), channels=4, ms_channels=4, num_classes=5, layout="NNRN", nodes=1, ms_nodes=1)
     assert edge_model_probes(one) == []
-    assert len(edge_model_probes(MINI)) == 3 * 3 + 10 + 1
+    assert len(edge_model_probes(MINI)) == 4 * 3 + 10 + 1
 
 
 def test_mixed_inputs_probe_reads_each_input_through_one_factorized_reduce_and_operations() -> None:
@@ -112,6 +113,8 @@ def test_the_shared_input_model_reproduces_every_reduction_probe(tiny_profile_pa
     measured = {Variant.INPUTS_ONLY: model.inputs_only, Variant.REST_ON_INPUT0: model.rest_on_input0,
                 Variant.REST_ON_INPUT1: model.rest_on_input1}
     for probe in probes:
+        if probe.variant is Variant.DERIVED_IDENTITY:
+            continue  # the anchor of the schema-6 correction, predicted as measured (tested below)
         cell = probe_graphs(TINY, probe)["reduce"]
         if probe.variant is Variant.FULL:
             want = p.cost("reduce", probe.op, "latency_ms").value
@@ -182,3 +185,75 @@ def test_an_edge_model_entry_for_a_single_node_cell_is_refused(tiny_profile_path
     bad.write_text(json.dumps(raw))
     with pytest.raises(UserInputError, match="entry for the normal, reduce cell.s., which have a single node"):
         Profile.load(bad)
+
+
+@pytest.mark.parametrize("n_nodes", [2, 3, 4, 6])
+def test_the_derived_identity_cell_is_a_valid_derived_cell_with_every_input_and_node_in_use(n_nodes: int) -> None:
+    cell = derived_identity_graph(n_nodes)
+    assert len(cell) == n_nodes
+    for j, node in enumerate(cell):
+        assert len(node) == 2 and len({i for _, i in node}) == 2 and all(0 <= i < 2 + j and op == "identity" for op, i in node)
+    read = {i for node in cell for _, i in node}
+    assert read == set(range(2 + n_nodes - 1))  # both inputs and every node but the last (the cell's output) are read
+    counts = {k: sum(1 for node in cell for _, i in node if min(i, 2) == c) for k, c in (("input0", 0), ("input1", 1), ("inner", 2))}
+    assert sum(counts.values()) == 2 * n_nodes and abs(counts["input0"] - counts["input1"]) <= 1
+    assert Probe.from_key("normal/identity@derived_identity") == Probe("normal", "identity", Variant.DERIVED_IDENTITY)
+
+
+def test_the_derived_identity_probe_is_measured_and_predicted_as_measured(tiny_profile_path: Path) -> None:
+    """The tiny profile has the probe in every cell type with an edge model; a genotype of derived identity
+    cells is predicted as c'_id plus the probes' measured costs, and exact metrics need no correction."""
+    p = Profile.load(tiny_profile_path)
+    assert p.edge_model is not None and p.edge_model.has_measured_structure
+    cells = {t: derived_identity_graph(TINY.intermediate_nodes(t)) for t in p.edge_model.cells}
+    for t, model in p.edge_model.cells.items():
+        assert model.derived_identity["latency_ms"].measurement is not None  # timed, with its samples
+        for metric in ("params", "macs"):
+            assert measured_structure_correction(p, t, metric) == pytest.approx(0, abs=1e-6 * p.baseline[metric].value)
+    g = Genotype(*(derived_identity_graph(TINY.intermediate_nodes(t)) for t in ("normal", "reduce", "ms")), network=TINY)
+    pred = predict(p, g)["latency_ms"]
+    for t in cells:
+        assert pred.by_cell_type[t] == pytest.approx(p.edge_model.cells[t].derived_identity["latency_ms"].value, abs=1e-9)
+    assert set(cells) == {t for t in ("normal", "reduce", "ms") if TINY.intermediate_nodes(t) >= 2}
+
+
+def test_the_measured_structure_makes_predictions_insensitive_to_the_identity_probes_level(tiny_profile_path: Path) -> None:
+    """Shifting the three identity probes of a cell moves a schema-5 prediction by the full cell's structure
+    (five times the shift for a 3-node cell) but a schema-6 prediction only by the difference of the genotype's edge
+    classes and the derived identity cell's (nothing for that cell itself)."""
+    p = Profile.load(tiny_profile_path)
+    assert p.edge_model is not None
+    t, shift = "normal", 5.0
+    cell = p.edge_model.cells[t]
+
+    def shifted(costs, by):  # type: ignore[no-untyped-def]
+        lat = costs["latency_ms"]
+        return {**costs, "latency_ms": dataclasses.replace(lat, value=lat.value + by)}
+
+    # noise of opposite signs, as independent probes have it
+    moved = dataclasses.replace(cell, inputs_only=shifted(cell.inputs_only, shift), rest_on_input0=shifted(cell.rest_on_input0, -shift),
+                                rest_on_input1=shifted(cell.rest_on_input1, -shift))
+    old = dataclasses.replace(p, edge_model=EdgeModel({**p.edge_model.cells, t: dataclasses.replace(cell, derived_identity={})}))
+    old_moved = dataclasses.replace(p, edge_model=EdgeModel({**p.edge_model.cells, t: dataclasses.replace(moved, derived_identity={})}))
+    new_moved = dataclasses.replace(p, edge_model=EdgeModel({**p.edge_model.cells, t: moved}))
+    n = TINY.intermediate_nodes(t)
+    s_old, s_new = identity_edge_costs(old, t, "latency_ms"), identity_edge_costs(old_moved, t, "latency_ms")
+    e = class_counts(n)
+    full = sum(e[k] * (s_new[k] - s_old[k]) for k in e)
+    assert abs(full) > 2 * shift  # the full cell's composed structure moves by a multiple of the shift
+    assert n == 3 and full == pytest.approx(5 * shift)
+    reference = derived_identity_graph(n)
+    for seed in range(6):
+        g = random_genotype(seed, TINY)
+        d_old = predict(old_moved, g)["latency_ms"].value - predict(old, g)["latency_ms"].value
+        d_new = predict(new_moved, g)["latency_ms"].value - predict(p, g)["latency_ms"].value
+        edges = sum(s_new[k] - s_old[k] for k in (_class_of(i) for node in g.cell(t) for _, i in node))
+        assert d_old == pytest.approx(edges - full, abs=1e-9)
+        ref_edges = sum(s_new[k] - s_old[k] for k in (_class_of(i) for node in reference for _, i in node))
+        assert d_new == pytest.approx(edges - ref_edges, abs=1e-9)
+    g = dataclasses.replace(random_genotype(0, TINY), **{t: reference})
+    assert predict(new_moved, g)["latency_ms"].value == pytest.approx(predict(p, g)["latency_ms"].value, abs=1e-9)
+
+
+def _class_of(input_index: int) -> str:
+    return "input0" if input_index == 0 else "input1" if input_index == 1 else "inner"

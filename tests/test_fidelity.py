@@ -202,7 +202,9 @@ def test_fidelity_console_script_measures_and_reports(tiny_profile_path: Path, t
     assert (tmp_path / "fidelity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # --retime-structure: the structure terms timed beside the networks, each with its samples, and their effect
     terms = report["structure_terms"]
-    assert len(terms) == 3 * len(Profile.load(tiny_profile_path).edge_model.cells)  # type: ignore[union-attr]
+    # the three identity probes and the derived_identity probe of every cell type (schema 6)
+    assert len(terms) == 4 * len(Profile.load(tiny_profile_path).edge_model.cells)  # type: ignore[union-attr]
+    assert report["profile"]["schema_edge_model"].endswith("(schema 6)")
     for t in terms:
         assert len(t["now_samples_ms"]) == 6 and math.isclose(t["now_ms"], statistics.median(t["now_samples_ms"]))
         assert math.isclose(t["change_ms"], t["now_ms"] - t["profile_ms"])
@@ -318,7 +320,8 @@ def test_every_block_is_measured_once_per_sweep(tiny_profile_path: Path) -> None
     # the structure probes were timed in the same rounds: every term of the profile's edge model, 8 samples each
     assert p.edge_model is not None
     assert [t.probe.key for t in report.structure] == [
-        f"{c}/identity@{v}" for c in p.edge_model.cells for v in ("inputs_only", "rest_on_input0", "rest_on_input1")]
+        f"{c}/identity@{v}" for c in p.edge_model.cells
+        for v in ("inputs_only", "rest_on_input0", "rest_on_input1", "derived_identity")]
     assert all(t.now.measurement is not None and t.now.measurement.n == 8 for t in report.structure)
     assert all(t.profile is p.edge_model.cells[t.probe.cell_type].inputs_only["latency_ms"]
                for t in report.structure if t.probe.variant.value == "inputs_only")

@@ -32,7 +32,15 @@ def test_probes_are_the_identity_variants_of_every_modelled_cell(tiny_profile_pa
     assert p.edge_model is not None and p.edge_model.cells
     probes = structure_probes(p)
     assert probes == [Probe(t, "identity", v) for t in p.edge_model.cells
-                      for v in (Variant.INPUTS_ONLY, Variant.REST_ON_INPUT0, Variant.REST_ON_INPUT1)]
+                      for v in (Variant.INPUTS_ONLY, Variant.REST_ON_INPUT0, Variant.REST_ON_INPUT1, Variant.DERIVED_IDENTITY)]
+    # a schema-5 profile (no derived_identity probe) retimes the three identity probes only
+    raw = json.loads(tiny_profile_path.read_text())
+    for cell in raw["edge_model"].values():
+        del cell["derived_identity"]
+    older = tmp_path / "schema5.json"
+    older.write_text(json.dumps(raw))
+    assert [q.variant for q in structure_probes(Profile.load(older))] == [
+        Variant.INPUTS_ONLY, Variant.REST_ON_INPUT0, Variant.REST_ON_INPUT1] * len(p.edge_model.cells)
     assert structure_probes(Profile.load(as_schema_1(tiny_profile_path, tmp_path))) == []
 
 
