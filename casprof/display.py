@@ -10,8 +10,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from casprof.edge_model import measured_structure_correction, shared_input_costs
+from casprof.edge_model import shared_input_costs
 from casprof.ops import CELL_TYPES, candidate_ops
+from casprof.predict import measured_structure_correction
 from casprof.profile import Method, Metric, Profile
 
 

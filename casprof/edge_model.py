@@ -61,6 +61,8 @@ where model_t is the linear model above: the full cells' structure cancels, and 
 probes enter only through the difference of G's and C's edge classes (a few edges). Every probe
 but C is still predicted as the model does, C as measured; exact metrics get a correction of 0
 (the model is exact for them). Profiles without the probe (schemas 2-5) predict as before.
+:func:`casprof.predict.measured_structure_correction` computes it with the same per-cell formula
+that ``casprof predict`` uses.
 """
 
 from __future__ import annotations
@@ -281,21 +283,3 @@ def shared_input_overlap(profile: Profile, cell_type: str, cell: CellGraph, metr
         overlap -= shared[k] * max(f - 1, 0)
     return overlap
 
-
-def _modelled_part(profile: Profile, cell_type: str, cell: CellGraph, metric: str) -> float:
-    """model_t(cell): the linear model's part of a prediction for one cell of this type."""
-    edges = sum(refined_edge_cost(profile, cell_type, op, metric, i) for node in cell for op, i in node)
-    return edges - structure_cost(profile, cell_type, metric) + shared_input_overlap(profile, cell_type, cell, metric)
-
-
-def measured_structure_correction(profile: Profile, cell_type: str, metric: str) -> float:
-    """d_C - model_t(C): what the ``derived_identity`` probe C adds to every prediction's part of this
-    cell type (0 without the probe). The same for every genotype, it replaces the full cells' structure
-    composed from the identity probes by the structure of a derived cell as measured."""
-    cell = _cell(profile, cell_type)
-    if cell is None or not cell.derived_identity:
-        return 0.0
-    from casprof.probes import derived_identity_graph
-
-    graph = derived_identity_graph(profile.network.intermediate_nodes(cell_type))
-    return cell.derived_identity[metric].value - _modelled_part(profile, cell_type, graph, metric)

@@ -605,6 +605,19 @@ def time_blocks(profile: Profile, hardware: HardwareFingerprint, blocks: list[tu
                       [t for got in measured.values() for t in got.baseline])
 
 
+def _edge_model_description(profile: Profile) -> str:
+    """How the profile turns edges into costs, as the report states it."""
+    model = profile.edge_model
+    if model is None:
+        return "uniform share c_o / E (schema 1)"
+    if not model.has_shared_input_costs:
+        return "per edge class s_k + c_o^k / E_k (schema 2)"
+    if not model.has_measured_structure:
+        return "per edge class s_k + c_o^k / E_k, with the reduction inputs' shared cost R_k (schema 5)"
+    return ("per edge class s_k + c_o^k / E_k, with the reduction inputs' shared cost R_k and the structure "
+            "measured on derived-shape identity cells (schema 6)")
+
+
 def summarize(profile: Profile, results: Sequence[NetworkResult], settings: FidelitySettings,
               profile_path: Path | str, seconds: float, baseline_now_ms: float | None = None,
               structure: tuple[StructureTerm, ...] = ()) -> FidelityReport:
@@ -628,12 +641,7 @@ def summarize(profile: Profile, results: Sequence[NetworkResult], settings: Fide
             "hardware_digest": profile.hardware.get("digest"),
             "cpu": (profile.hardware.get("cpu") or {}).get("model"),
             "gpus": [g.get("name") for g in profile.hardware.get("gpus") or []],
-            "schema_edge_model": "uniform share c_o / E (schema 1)" if profile.edge_model is None
-            else "per edge class s_k + c_o^k / E_k (schema 2)" if not profile.edge_model.has_shared_input_costs
-            else "per edge class s_k + c_o^k / E_k, with the reduction inputs' shared cost R_k (schema 5)"
-            if not profile.edge_model.has_measured_structure
-            else "per edge class s_k + c_o^k / E_k, with the reduction inputs' shared cost R_k and the structure "
-                 "measured on derived-shape identity cells (schema 6)",
+            "schema_edge_model": _edge_model_description(profile),
             "calibration_form": None if profile.calibration is None else profile.calibration.form.value,
             "calibration_offset_ms": None if profile.calibration is None else profile.calibration.offset,
             "calibration_factor": None if profile.calibration is None else profile.calibration.factor,

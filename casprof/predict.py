@@ -11,7 +11,7 @@ operation, in every cell of its type (the genotype's cell is repeated in every c
   cells' identity edges ``sum_k E_k s_k`` are taken out of c'_id. ``by_cell_type`` then holds
   the genotype's edges minus those, so that the value is still ``baseline + sum(by_cell_type)``.
 * With the ``derived_identity`` probes (schema 6) each cell type's part is anchored to a measured
-  identity cell of a derived cell's shape (:func:`casprof.edge_model.measured_structure_correction`):
+  identity cell of a derived cell's shape (:func:`measured_structure_correction`):
   a constant per cell type that replaces the full cells' structure composed from the identity probes.
 * A calibrated profile (:mod:`casprof.calibration`) adds ``offset + (factor - 1) * sum(by_cell_type)``
   to the latency (schema 3: an offset, factor 1; schema 4: also affine): the value is
@@ -23,9 +23,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from casprof.edge_model import measured_structure_correction, refined_edge_cost, shared_input_overlap, structure_cost
-from casprof.genotype import Genotype
+from casprof.edge_model import refined_edge_cost, shared_input_overlap, structure_cost
+from casprof.genotype import CellGraph, Genotype
 from casprof.ops import CELL_TYPES
+from casprof.probes import derived_identity_graph
 from casprof.profile import Metric, Profile
 
 
@@ -71,6 +72,27 @@ def edge_cost(profile: Profile, cell_type: str, op: str, metric: str, *, node: i
     return refined_edge_cost(profile, cell_type, op, metric, input_index)
 
 
+def modelled_cell_cost(profile: Profile, cell_type: str, cell: CellGraph, metric: str) -> float:
+    """The additive model's part of a prediction for ``cell`` repeated in every cell of its type: its
+    edges' costs, and with an edge model less the full cells' structure and plus the factorized
+    reduces' shared input cost it gives back (no measured-structure correction)."""
+    edges = sum(edge_cost(profile, cell_type, op, metric, node=j, input_index=i) for j, node in enumerate(cell) for op, i in node)
+    if profile.edge_model is None:
+        return edges
+    return edges - structure_cost(profile, cell_type, metric) + shared_input_overlap(profile, cell_type, cell, metric)
+
+
+def measured_structure_correction(profile: Profile, cell_type: str, metric: str) -> float:
+    """d_C - model_t(C): what the ``derived_identity`` probe C adds to every prediction's part of this
+    cell type (0 without the probe; :mod:`casprof.edge_model`). The same for every genotype, it replaces
+    the full cells' structure composed from the identity probes by the structure of a derived cell as measured."""
+    cell = profile.edge_model.cells.get(cell_type) if profile.edge_model is not None else None
+    if cell is None or not cell.derived_identity:
+        return 0.0
+    graph = derived_identity_graph(profile.network.intermediate_nodes(cell_type))
+    return cell.derived_identity[metric].value - modelled_cell_cost(profile, cell_type, graph, metric)
+
+
 def predict(profile: Profile, genotype: Genotype) -> dict[str, Prediction]:
     """Predicted cost of ``genotype``'s derived network for every metric of ``profile``.
 
@@ -80,17 +102,8 @@ def predict(profile: Profile, genotype: Genotype) -> dict[str, Prediction]:
     profile.require_network(genotype.network)
     result = {}
     for metric in profile.metrics:
-        parts = {
-            t: sum(
-                edge_cost(profile, t, op, metric, node=j, input_index=i)
-                for j, node in enumerate(genotype.cell(t))
-                for op, i in node
-            )
-            - (structure_cost(profile, t, metric) if profile.edge_model is not None else 0.0)
-            + (shared_input_overlap(profile, t, genotype.cell(t), metric) if profile.edge_model is not None else 0.0)
-            + measured_structure_correction(profile, t, metric)
-            for t in CELL_TYPES
-        }
+        parts = {t: modelled_cell_cost(profile, t, genotype.cell(t), metric) + measured_structure_correction(profile, t, metric)
+                 for t in CELL_TYPES}
         base = profile.baseline[metric].value
         latency = metric == Metric.LATENCY_MS.value
         calibration = profile.calibration if latency else None  # only latency is ever calibrated

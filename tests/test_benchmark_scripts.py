@@ -204,7 +204,6 @@ def test_estimate_vs_measured_carries_over_another_machines_cpu_comparison(tmp_p
     """A CPU profile of another machine cannot be calibrated here: its comparison from the previous results is
     kept (with where and when it was made) while the profile is unchanged, and dropped once it differs."""
     from casprof.hardware import detect_hardware
-
     from casprof.profile import Profile
 
     hw = detect_hardware()
@@ -318,10 +317,9 @@ def test_profile_benchmark_keeps_both_profiles_in_a_new_folder(tmp_path: Path) -
 def test_fidelity_rescore_without_the_measured_structure(tmp_path: Path) -> None:
     """`--composed-structure`: the committed schema-6 check scored with its profile's structure composed from the
     identity probes instead of measured: every prediction moves by the same constant, the sum of the corrections."""
-    from casprof.edge_model import measured_structure_correction
     from casprof.genotype import Genotype
     from casprof.ops import CELL_TYPES
-    from casprof.predict import predict
+    from casprof.predict import measured_structure_correction, predict
     from casprof.profile import Profile
 
     check_path = "benchmarks/results/fidelity_cpu_onnxruntime_ac888d45521e2bda_derived-pooled-a-b.json"

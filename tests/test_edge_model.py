@@ -9,12 +9,11 @@ from pathlib import Path
 import pytest
 
 from casprof.complexity import count_macs, count_params
-from casprof.edge_model import (EdgeModel, class_counts, identity_edge_costs, measured_structure_correction, shared_input_costs,
-                                shared_input_overlap, structure_cost)
+from casprof.edge_model import EdgeModel, class_counts, identity_edge_costs, shared_input_costs, shared_input_overlap, structure_cost
 from casprof.errors import UserInputError
 from casprof.genotype import Genotype, random_genotype, uniform_genotype
 from casprof.network import CASNetwork
-from casprof.predict import edge_cost, predict
+from casprof.predict import edge_cost, measured_structure_correction, predict
 from casprof.probes import (MIXED_INPUTS_OP, Probe, Variant, build_probe, derived_identity_graph, edge_model_probes, measured_probes,
                             measurement_blocks, probe_graphs)
 from casprof.profile import Profile
