@@ -10,7 +10,9 @@ Targets (issue "casprof"):
 Run: ``python benchmarks/profile_cpu.py --backend onnxruntime [--keep-dir profiles] [--build-cache]``.
 With ``--build-cache`` both profiles use one new, empty build cache (casprof.build_cache), so the
 first is a cold start that fills it and the second takes its ONNX exports and counts from it; the
-phases of each profile are reported (counting, preparation and warm-up, timed rounds).
+phases of each profile are reported (counting, preparation and warm-up, timed rounds). With a
+cache, the cold profile counts and exports its networks in ``--build-workers`` processes first
+(casprof.prebuild; default one per thread, as ``casprof measure``; 1: one after the other).
 Writes ``benchmarks/results/profile_cpu_<backend>_<digest>.{json,md}`` and prints the Markdown.
 
 On a GPU: ``python benchmarks/profile_cpu.py --device h100 --backend torch [--precision fp16]``
@@ -37,6 +39,7 @@ from casprof.devices import DeviceKind, resolve_device
 from casprof.errors import UserInputError
 from casprof.hardware import detect_hardware
 from casprof.measure import MeasureSettings, iter_costs, run_measurement
+from casprof.prebuild import default_workers
 from casprof.profile import Metric, Profile
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -146,6 +149,8 @@ def main() -> None:
     parser.add_argument("--resolution", default="768x1536", help="input HxW (the targets are for 768x1536)")
     parser.add_argument("--build-cache", action="store_true",
                         help="one new build cache for both profiles: the first fills it, the second reuses its exports and counts")
+    parser.add_argument("--build-workers", type=int, default=None,
+                        help="casprof measure --build-workers (with --build-cache; default: one per thread)")
     parser.add_argument("--cpu-allocator", default=CpuAllocator.SYSTEM.value, choices=[a.value for a in CpuAllocator],
                         help="casprof measure --cpu-allocator (torch on a CPU)")
     args = parser.parse_args()
@@ -167,6 +172,9 @@ def main() -> None:
                                    cpu_allocator=args.cpu_allocator, probes_per_bracket=args.probes_per_bracket)
     except UserInputError as e:
         parser.error(str(e))
+    workers = default_workers(settings.threads) if args.build_workers is None else args.build_workers
+    if workers < 1:
+        parser.error(f"--build-workers must be at least 1, got {workers}")
     keep = settings.cpu_allocator.file_tag
     label = "cpu" if device.kind is DeviceKind.CPU else device.spec.name
     profiles, seconds = [], []
@@ -175,7 +183,8 @@ def main() -> None:
         for i in range(2):
             out = Path(tmp) / f"profile{i}.json"
             start = time.perf_counter()
-            profiles.append(run_measurement(DEFAULT_CONFIG, settings, device, hw, out=out, build_cache=cache))
+            profiles.append(run_measurement(DEFAULT_CONFIG, settings, device, hw, out=out, build_cache=cache,
+                                             build_workers=workers))
             seconds.append(time.perf_counter() - start)
             print(f"profile {i + 1}: {seconds[-1]:.0f} s", flush=True)
             if args.keep_dir is not None:
@@ -209,7 +218,7 @@ def main() -> None:
                    + (" --ort-shared-pool" if args.ort_shared_pool else "")
                    + (" --ort-arena-per-session" if args.ort_arena_per_session else "")
                    + (" --cpu-allocator keep" if keep else "")
-                   + (" --build-cache" if args.build_cache else ""),
+                   + (f" --build-cache --build-workers {workers}" if args.build_cache else ""),
         "seconds": seconds,
         "phase_seconds": [p.settings.get("phase_seconds") for p in profiles],
         "build_cache": [p.settings.get("build_cache") for p in profiles],

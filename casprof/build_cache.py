@@ -121,6 +121,11 @@ class BuildCache:
         except (OSError, ValueError, KeyError, TypeError, UserInputError):
             return None
 
+    def holds_onnx(self, key: str) -> bool:
+        """Whether an export is stored under ``key`` (not verified: :meth:`fetch_onnx` does that)."""
+        entry, meta = self._paths("onnx", key, ".onnx")
+        return entry.is_file() and meta.is_file()
+
     def store_onnx(self, key: str, source: Path, sha256: str) -> None:
         """Keep a copy of the export ``source`` (whose SHA-256 is ``sha256``) under ``key``."""
         entry, meta = self._paths("onnx", key, ".onnx")
@@ -136,26 +141,44 @@ class BuildCache:
     def counts(self, model: nn.Module, input_shape: Iterable[int], count: Callable[[], dict[str, float]]) -> tuple[dict[str, float], bool]:
         """``count()`` for ``model`` on ``input_shape``, from the cache if it was counted before;
         also says whether it came from the cache."""
-        digest = model_digest(model)
-        if digest is None:
-            return count(), False
-        key = _key("counts", digest, {"input_shape": [int(s) for s in input_shape]})
-        _, meta = self._paths("counts", key, ".json")
+        got = self.lookup_counts(model, input_shape)
+        if got is not None:
+            return got, True
+        value = count()
+        self.store_counts(model, input_shape, value)
+        return value, False
+
+    def lookup_counts(self, model: nn.Module, input_shape: Iterable[int]) -> dict[str, float] | None:
+        """The counts stored for ``model`` on ``input_shape``, or None."""
+        meta = self._counts_path(model, input_shape)
+        if meta is None:
+            return None
         try:
             got = json.loads(meta.read_text())
             if (isinstance(got, dict) and set(got) >= set(COUNTED_METRICS)
                     and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in got.values())):
                 os.utime(meta)
-                return {k: float(v) for k, v in got.items()}, True
+                return {k: float(v) for k, v in got.items()}
         except (OSError, ValueError):
             pass
-        value = count()
+        return None
+
+    def store_counts(self, model: nn.Module, input_shape: Iterable[int], value: dict[str, float]) -> None:
+        """Keep ``value``, the counts of ``model`` on ``input_shape``."""
+        meta = self._counts_path(model, input_shape)
+        if meta is None:
+            return
         try:
             meta.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(meta, json.dumps(value))
-        except (OSError, UserInputError):
+        except (OSError, UserInputError):  # a cache that cannot be written is skipped
             pass
-        return value, False
+
+    def _counts_path(self, model: nn.Module, input_shape: Iterable[int]) -> Path | None:
+        digest = model_digest(model)
+        if digest is None:
+            return None
+        return self._paths("counts", _key("counts", digest, {"input_shape": [int(s) for s in input_shape]}), ".json")[1]
 
     # -- housekeeping -------------------------------------------------------------------------
     def size_bytes(self) -> int:

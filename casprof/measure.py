@@ -46,6 +46,8 @@ from casprof.errors import UserInputError
 from casprof.hardware import HardwareFingerprint, sample_gpu_state
 from casprof.ops import CELL_TYPES, candidate_ops
 from casprof.edge_model import CellEdgeModel, EdgeModel
+from casprof.backends.onnx_export import export_cache_key
+from casprof.prebuild import BuildJob, ExportRequest, prebuild
 from casprof.probes import (BASELINE, Probe, block_of, build_probe, edge_model_probes, measured_probes,
                              measurement_blocks)
 from casprof.profile import BackendRecord, CostValue, Method, Metric, Profile
@@ -206,6 +208,8 @@ class MeasureState:
     phase_seconds: dict[str, float] = field(default_factory=dict)
     #: what the build cache gave: per kind ("counts", "onnx") how many were "cached" and how many "built"
     build_cache: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: the worker processes that counted and exported before the timing (:mod:`casprof.prebuild`), if any
+    build_workers: dict[str, int] = field(default_factory=dict)
 
     def add_time(self, phase: str, seconds: float) -> None:
         self.phase_seconds[phase] = self.phase_seconds.get(phase, 0.0) + seconds
@@ -223,6 +227,7 @@ class MeasureState:
             "gpu_states": self.gpu_states,
             "phase_seconds": self.phase_seconds,
             "build_cache": self.build_cache,
+            "build_workers": self.build_workers,
         }
 
     @classmethod
@@ -235,6 +240,7 @@ class MeasureState:
             gpu_states=d.get("gpu_states", []),
             phase_seconds=d.get("phase_seconds", {}),
             build_cache=d.get("build_cache", {}),
+            build_workers=d.get("build_workers", {}),
         )
 
 
@@ -327,6 +333,52 @@ def _exact_metrics(config: NetworkConfig, probes: Sequence[Probe], settings: Mea
             state.count_cache("counts", hit)
         save()
     progress(Progress("counting parameters and MACs", len(todo), len(todo)))
+
+
+def _prebuild(config: NetworkConfig, probes: Sequence[Probe], settings: MeasureSettings, state: MeasureState,
+              progress: ProgressCallback, cache: BuildCache | None, workers: int, folder: Path) -> dict[str, Path] | None:
+    """Count (and, for ONNX Runtime in fp32, export into ``folder``) in ``workers`` processes the
+    probes that are neither counted yet nor held by ``cache`` (:mod:`casprof.prebuild`). Their counts
+    go into ``state`` and, under this process's keys, into the cache with the exports. Returns the
+    probes' ONNX files, or None when nothing ran (fewer than two workers or networks to build)."""
+    shape = (1, config.in_channels, *settings.resolution)
+    export = (ExportRequest(settings.exporter)
+              if settings.backend is Backend.ONNXRUNTIME and settings.precision is Precision.FP32 else None)
+    todo = [p for p in probes if p.key not in state.exact]
+    models = {p.key: build_probe(config, p, settings.seed) for p in todo} if cache is not None else {}
+    export_keys = {k: export_cache_key(cache, m, shape, exporter=settings.exporter)
+                   for k, m in models.items()} if cache is not None and export is not None else {}
+    counted = {k: cache.lookup_counts(m, shape) is not None for k, m in models.items()} if cache is not None else {}
+
+    def held(key: str) -> bool:
+        if not counted.get(key, False):
+            return False
+        onnx_key = export_keys.get(key)
+        return export is None or (onnx_key is not None and cache is not None and cache.holds_onnx(onnx_key))
+
+    need = [p for p in todo if not held(p.key)]
+    n = min(workers, len(need))
+    if n < 2:
+        return None
+    stage = f"counting and exporting in {n} processes" if export is not None else f"counting in {n} processes"
+    progress(Progress(stage, 0, len(need)))
+    jobs = [BuildJob(p.key, functools.partial(build_probe, config, p, settings.seed)) for p in need]
+    result = prebuild(jobs, shape, folder, export=export, workers=n, threads=settings.threads,
+                      on_done=lambda done, total: progress(Progress(stage, done, total)))
+    for built in result.built:
+        state.exact[built.key] = dict(built.counts)
+        if cache is None:
+            continue
+        state.count_cache("counts", counted[built.key])
+        if not counted[built.key]:
+            cache.store_counts(models[built.key], shape, built.counts)
+        key = export_keys.get(built.key)
+        if built.onnx_path is not None:
+            state.count_cache("onnx", False)
+            if key is not None:
+                cache.store_onnx(key, built.onnx_path, built.onnx_sha256 or "")
+    state.build_workers = {"processes": result.workers, "threads_each": result.threads_per_worker}
+    return {b.key: b.onnx_path for b in result.built if b.onnx_path is not None}
 
 
 def make_runner_spec(config: NetworkConfig, settings: MeasureSettings, device: ResolvedDevice, workdir: Path,
@@ -517,12 +569,16 @@ def run_measurement(
     progress: ProgressCallback = lambda p: None,
     workdir: Path | None = None,
     build_cache: BuildCache | None = None,
+    build_workers: int = 1,
 ) -> Profile:
     """Measure a full cost profile and write it to ``out`` (atomically).
 
     ``build_cache`` (:mod:`casprof.build_cache`) supplies the ONNX exports and parameter/MAC
     counts made before for the same networks; what it gave is recorded in the profile's
-    ``settings.build_cache``. Nothing timed comes from it.
+    ``settings.build_cache``. Nothing timed comes from it. The networks that the cache does not hold
+    (all of them without one) are counted and exported first by ``build_workers`` processes side
+    by side, before anything is timed (:func:`casprof.prebuild.default_workers` is one per thread,
+    the CLI's default; 1, the default here, does it in this process, one network after the other).
 
     Raises:
         UserInputError: bad settings, a resolution the network cannot take, a checkpoint
@@ -530,6 +586,8 @@ def run_measurement(
         BackendUnavailableError: the backend cannot run on this device.
     """
     config.check_resolution(*settings.resolution)
+    if build_workers < 1:
+        raise UserInputError(f"--build-workers must be at least 1, got {build_workers}.")
     out = Path(out)
     ensure_parent_exists(out)
     ckpt = checkpoint_path(out)
@@ -544,13 +602,19 @@ def run_measurement(
     if gpu_index is not None:
         state.gpu_states.append({"when": "start", **(sample_gpu_state(gpu_index) or {})})
 
-    start = time.perf_counter()
-    _exact_metrics(config, probes, settings, state, save, progress, build_cache)
-    state.add_time("count_params_macs", time.perf_counter() - start)
-
     with tempfile.TemporaryDirectory(prefix="casprof-") as tmp:
-        spec = make_runner_spec(config, settings, device, Path(workdir) if workdir else Path(tmp), build_cache)
-        exported: dict[str, Path] = {}
+        folder = Path(workdir) if workdir else Path(tmp)
+        start = time.perf_counter()
+        prebuilt = _prebuild(config, probes, settings, state, progress, build_cache, build_workers, folder)
+        if prebuilt is not None:
+            save()
+            state.add_time("parallel_build", time.perf_counter() - start)
+        start = time.perf_counter()
+        _exact_metrics(config, probes, settings, state, save, progress, build_cache)
+        state.add_time("count_params_macs", time.perf_counter() - start)
+
+        spec = make_runner_spec(config, settings, device, folder, build_cache)
+        exported: dict[str, Path] = dict(prebuilt or {})  # sessions open on the workers' files
         exports_counted: set[str] = set()
         for sweep in range(settings.sweeps):
             until = rounds_after_sweep(settings, sweep)
@@ -573,6 +637,8 @@ def run_measurement(
                                 exports_counted.add(key)
                         if not state.backend_info:
                             state.backend_info = runners[BASELINE.key][0].info().to_dict()
+                            if prebuilt and BASELINE.key in prebuilt:  # opened on the file this measurement's workers exported
+                                state.backend_info.setdefault("details", {})["export_cached"] = False
                         start = time.perf_counter()
                         _rounds(block, runners, settings, until, save, progress, where)
                         state.add_time("timed_rounds", time.perf_counter() - start)
@@ -645,7 +711,8 @@ def build_profile(config: NetworkConfig, settings: MeasureSettings, device: Reso
         baseline=baseline,
         costs=costs,
         settings={**settings.to_dict(), "phase_seconds": {k: round(v, 2) for k, v in state.phase_seconds.items()},
-                  **({"build_cache": state.build_cache} if state.build_cache else {})},
+                  **({"build_cache": state.build_cache} if state.build_cache else {}),
+                  **({"build_workers": state.build_workers} if state.build_workers else {})},
         warnings=tuple(warnings),
         edge_model=EdgeModel(cells),
     )

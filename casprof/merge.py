@@ -138,7 +138,7 @@ def merge_profiles(profiles: Sequence[Profile]) -> Profile:
     costs = {t: {op: pool([p.costs[t][op] for p in profiles], Probe(t, op).key) for op in ops} for t, ops in first.costs.items()}
     edge_model = _pooled_edge_model(profiles, pool)
     # Profile 1's settings, with the rounds of all sources; each source's own amounts in pooled_from.
-    settings = {k: v for k, v in first.settings.items() if k not in ("phase_seconds", "build_cache")}
+    settings = {k: v for k, v in first.settings.items() if k not in ("phase_seconds", "build_cache", "build_workers")}
     settings["rounds"] = sum(p.settings["rounds"] for p in profiles)  # whole numbers, checked above
     settings["pooled_from"] = [_source_record(p) for p in profiles]
     return dataclasses.replace(

@@ -8,6 +8,7 @@ things are exercised by running them (see README).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -312,6 +313,8 @@ def test_profile_benchmark_keeps_both_profiles_in_a_new_folder(tmp_path: Path) -
     report = json.loads((tmp_path / f"profile_cpu_torch_{digest}_t.json").read_text())
     assert report["build_cache"][0]["counts"]["cached"] == 0 and report["build_cache"][1]["counts"]["built"] == 0
     assert report["build_cache"][1]["counts"]["cached"] == report["build_cache"][0]["counts"]["built"] > 50
+    if len(os.sched_getaffinity(0)) >= 2:  # the cold profile counted in worker processes, the warm one needed none
+        assert "parallel_build" in report["phase_seconds"][0] and "parallel_build" not in report["phase_seconds"][1]
 
 
 def test_fidelity_rescore_without_the_measured_structure(tmp_path: Path) -> None:
@@ -347,3 +350,22 @@ def test_fidelity_rescore_without_the_measured_structure(tmp_path: Path) -> None
     expected = 100 * (cheapest["predicted_ms"] - correction - cheapest["measured_ms"]) / cheapest["measured_ms"]
     assert composed["extremes_error_pct"]["all-cheapest"] == pytest.approx(expected)
     assert measured["agreement"]["kendall_tau"] == pytest.approx(composed["agreement"]["kendall_tau"])  # a constant per cell type
+
+
+@pytest.mark.slow
+def test_build_workers_benchmark_times_both_paths_of_every_network(tmp_path: Path) -> None:
+    """The worker-process benchmark at a tiny size (its figures mean something only at full size); too few
+    workers is one sentence and status 2."""
+    from casprof.hardware import detect_hardware
+
+    few = subprocess.run([sys.executable, "benchmarks/build_workers.py", "--workers", "1", "--results", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert few.returncode == 2 and "--workers must be at least 2" in few.stderr and "Traceback" not in few.stderr
+    run = subprocess.run([sys.executable, "benchmarks/build_workers.py", "--resolution", "64x128", "--workers", "2",
+                          "--repeats", "1", "--results", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    report = json.loads((tmp_path / f"build_workers_{detect_hardware().digest()}.json").read_text())
+    assert report["networks"] > 50 and report["resolution"] == [64, 128] and report["workers"] == 2
+    assert [len(v) for v in report["seconds"].values()] == [1, 1] and all(v[0] > 0 for v in report["seconds"].values())
+    assert report["saved_s"] == pytest.approx(report["median_one_process_s"] - report["median_workers_s"])
+    assert "| 2 processes of" in run.stdout

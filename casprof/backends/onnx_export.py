@@ -196,9 +196,7 @@ def export_onnx(
 
     key = None
     if cache is not None:
-        request = {"input_shape": [int(x) for x in input_shape], "exporter": exporter, "opset": opset, "half": half,
-                   "device": dev.type}
-        key = cache.onnx_key(model, request)
+        key = export_cache_key(cache, model, input_shape, exporter=exporter, opset=opset, half=half, device=dev)
         start = time.perf_counter()
         sha256 = cache.fetch_onnx(key, path) if key is not None else None
         if sha256 is not None:
@@ -253,6 +251,14 @@ def export_onnx(
     if cache is not None and key is not None:
         cache.store_onnx(key, path, info.sha256)
     return info
+
+
+def export_cache_key(cache: BuildCache, model: nn.Module, input_shape: Sequence[int], *, exporter: str = "torchscript",
+                     opset: int | None = None, half: bool = False, device: str | torch.device = "cpu") -> str | None:
+    """The build-cache key of :func:`export_onnx` with these arguments (None: not cacheable)."""
+    request = {"input_shape": [int(x) for x in input_shape], "exporter": exporter,
+               "opset": EXPORTERS[exporter] if opset is None else opset, "half": half, "device": torch.device(device).type}
+    return cache.onnx_key(model, request)
 
 
 def _run_exporter(model: nn.Module, dummy: torch.Tensor, path: Path, opset: int, exporter: str) -> None:

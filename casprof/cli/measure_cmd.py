@@ -12,7 +12,7 @@ from casprof._io import ensure_parent_exists
 from casprof.backends.base import Backend, Precision
 from casprof.backends.cpu_memory import KEEP_ONLY_TORCH_ON_CPU, CpuAllocator
 from casprof.cli._app import err_console, out_console
-from casprof.cli._options import BackendOpt, BuildCacheOpt, CpuAllocatorOpt, DeviceOpt, NetworkOpt, OutOpt, PrecisionOpt, ResolutionOpt, SeedOpt
+from casprof.cli._options import BackendOpt, BuildCacheOpt, BuildWorkersOpt, CpuAllocatorOpt, DeviceOpt, NetworkOpt, OutOpt, PrecisionOpt, ResolutionOpt, SeedOpt
 from casprof.cli._progress import stage_progress
 from casprof.cli.common import build_cache_for, build_cache_line, load_network_config
 from casprof.config import NetworkConfig, parse_resolution
@@ -22,6 +22,7 @@ from casprof.errors import BackendUnavailableError, UserInputError
 from casprof.estimate import EstimateRequest, Roofline, calibrate_cpu, estimate_profile
 from casprof.hardware import detect_hardware
 from casprof.measure import MeasureSettings, checkpoint_path, run_measurement
+from casprof.prebuild import default_workers
 
 def _default_threads() -> int:
     try:
@@ -52,6 +53,7 @@ def measure(
     network: NetworkOpt = None,
     seed: SeedOpt = 0,
     build_cache: BuildCacheOpt = True,
+    build_workers: BuildWorkersOpt = None,
     estimate: Annotated[bool, typer.Option("--estimate", help="Do not measure: estimate from the registry's spec-sheet figures (a roofline per kernel); the device need not be present. --device cpu calibrates this CPU's peak rate and bandwidth instead.")] = False,
 ) -> None:
     """Measure c_o = c'_o - c'_id for every operation and cell type into a profile.
@@ -106,7 +108,8 @@ def measure(
     with stage_progress() as on_progress:
         try:
             profile = run_measurement(config, settings, resolved, hardware, out=out, resume=resume, progress=on_progress,
-                                      build_cache=cache)
+                                      build_cache=cache,
+                                      build_workers=default_workers(settings.threads) if build_workers is None else build_workers)
         except KeyboardInterrupt:
             err_console.print(f"Interrupted; finished rounds are kept in {checkpoint_path(out)}. Resume with --resume.")
             raise typer.Exit(130) from None
