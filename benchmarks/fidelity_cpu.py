@@ -28,6 +28,7 @@ from casprof.backends.base import Backend
 from casprof.config import NetworkConfig
 from casprof.devices import resolve_device
 from casprof.fidelity import FidelityReport, FidelitySettings, measure_settings_of, run_fidelity
+from casprof.prebuild import default_workers
 from casprof.fidelity_metrics import Agreement
 from casprof.fidelity_report import report_markdown, write_report
 from casprof.hardware import HardwareFingerprint, detect_hardware
@@ -112,6 +113,7 @@ def main() -> None:
             results = args.results or RESULTS
         profile = Profile.load(profile_path)
         report = run_fidelity(profile, hw, settings, profile_path=profile_path,
+                              build_workers=default_workers(profile.backend.threads or 1),
                               progress=lambda e: print(f"  {e.stage}: {e.done}/{e.total} {e.detail}", flush=True)
                               if e.done == e.total else None)
         results.mkdir(parents=True, exist_ok=True)

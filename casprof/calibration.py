@@ -36,9 +36,11 @@ import dataclasses
 import enum
 import itertools
 import math
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -429,8 +431,10 @@ def calibration_genotypes(profile: Profile, settings: CalibrationSettings) -> di
 
 
 def run_calibration(profile: Profile, hardware: HardwareFingerprint, settings: CalibrationSettings,
-                    progress: ProgressCallback = lambda p: None, build_cache: BuildCache | None = None) -> Calibration:
-    """Time the calibration networks on this machine and fit the profile's calibration.
+                    progress: ProgressCallback = lambda p: None, build_cache: BuildCache | None = None,
+                    build_workers: int = 1) -> Calibration:
+    """Time the calibration networks on this machine and fit the profile's calibration
+    (``build_workers`` processes export the networks side by side first, see :mod:`casprof.prebuild`).
 
     Raises:
         UserInputError: an estimated profile, or one made on other hardware.
@@ -438,17 +442,22 @@ def run_calibration(profile: Profile, hardware: HardwareFingerprint, settings: C
         MeasurementError: a network's anchored latency came out not positive (timing noise at a tiny size),
             or the baseline network ran further from c'_id than ``settings.max_drift_pct`` allows.
     """
-    from casprof.fidelity import (check_can_measure, derived_networks, measure_settings_of, network_blocks,
-                                  resolved_anchored_ms, time_blocks)
+    from casprof.fidelity import (build_networks_ahead, check_can_measure, derived_networks, derived_recipes,
+                                  measure_settings_of, network_blocks, resolved_anchored_ms, time_blocks)
     from casprof.predict import predict
     from casprof.profile import Metric
 
     check_can_measure(profile, hardware)
     genotypes = calibration_genotypes(profile, settings)
     progress(Progress("building networks", 0, 1))
-    models = derived_networks({f"calibration-{s}": g for s, (_, g) in genotypes.items()}, measure_settings_of(profile).seed)
+    named = {f"calibration-{s}": g for s, (_, g) in genotypes.items()}
+    models = derived_networks(named, measure_settings_of(profile).seed)
     progress(Progress("building networks", 1, 1))
-    got = time_blocks(profile, hardware, network_blocks(models, settings.block_size), settings, progress, build_cache)
+    with tempfile.TemporaryDirectory(prefix="casprof-calibration-built-") as tmp:
+        ahead = build_networks_ahead(profile, models, derived_recipes(named, measure_settings_of(profile).seed), Path(tmp),
+                                     count=False, build_cache=build_cache, workers=build_workers, progress=progress)
+        got = time_blocks(profile, hardware, network_blocks(models, settings.block_size), settings, progress, build_cache,
+                          exported=ahead.files if ahead is not None else None)
     bare = dataclasses.replace(profile, calibration=None)
     lat = Metric.LATENCY_MS.value
     base = profile.baseline[lat].value

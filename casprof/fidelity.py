@@ -39,10 +39,11 @@ calibration, and the check refuses genotypes that the calibration measured.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +63,8 @@ from casprof.fidelity_metrics import Agreement, LinearFit, agreement, proxy_agre
 from casprof.genotype import Genotype, random_genotype, uniform_genotype
 from casprof.hardware import HardwareFingerprint, describe_recorded
 from casprof.measure import (MeasureSettings, Progress, ProgressCallback, baseline_runs_per_round, cached_counts,
-                             make_runner_spec, open_reusing, sweep_rounds, time_bracketed, warm_up)
+                             export_request, make_runner_spec, open_reusing, sweep_rounds, time_bracketed, warm_up)
+from casprof.prebuild import Ahead, build_ahead
 from casprof.probes import BASELINE, build_network, build_probe
 from casprof.ops import CELL_TYPES, candidate_ops
 from casprof.predict import predict
@@ -521,11 +523,14 @@ def run_fidelity(
     profile_path: Path | str = "",
     progress: ProgressCallback = lambda p: None,
     build_cache: BuildCache | None = None,
+    build_workers: int = 1,
 ) -> FidelityReport:
     """Measure the derived networks of ``settings`` and compare them with the profile's predictions.
 
     The networks' weights are drawn from the profile's seed, so the same genotype exports to the
-    same ONNX file every time; ``build_cache`` supplies exports and counts made before.
+    same ONNX file every time; ``build_cache`` supplies exports and counts made before, and
+    ``build_workers`` processes make the others side by side before the timing (1: one after the
+    other in this process; see :mod:`casprof.prebuild`).
 
     Raises:
         UserInputError: an estimated profile, or one made on other hardware.
@@ -537,18 +542,27 @@ def run_fidelity(
     start = time.perf_counter()
     candidates = draw_candidates(profile, settings)
     shape = (1, profile.network.in_channels, *profile.input_size)
-    models = derived_networks({c.name: c.genotype for c in candidates}, measure_settings_of(profile).seed)
-    exact: dict[str, tuple[float, float]] = {}
-    for i, (name, model) in enumerate(models.items()):
-        progress(Progress("counting parameters and MACs", i, len(models), name))
-        counts, _ = cached_counts(model, shape, build_cache)
-        exact[name] = (counts[Metric.MACS.value], counts[Metric.PARAMS.value])
-    progress(Progress("counting parameters and MACs", len(models), len(models)))
+    seed = measure_settings_of(profile).seed
+    genotypes = {c.name: c.genotype for c in candidates}
+    models = derived_networks(genotypes, seed)
+    recipes: dict[str, Callable[[], torch.nn.Module]] = dict(derived_recipes(genotypes, seed))
     blocks = network_blocks(models, settings.block_size)
     if settings.retime_structure and structure_probes(profile):  # one more block, timed like the networks
-        seed = measure_settings_of(profile).seed
-        blocks.append(("structure probes", {p.key: build_probe(profile.network, p, seed) for p in structure_probes(profile)}))
-    got = time_blocks(profile, hardware, blocks, settings, progress, build_cache)
+        probes = {p.key: p for p in structure_probes(profile)}
+        blocks.append(("structure probes", {k: build_probe(profile.network, p, seed) for k, p in probes.items()}))
+        recipes.update({k: functools.partial(build_probe, profile.network, p, seed) for k, p in probes.items()})
+    with tempfile.TemporaryDirectory(prefix="casprof-fidelity-built-") as tmp:
+        ahead = build_networks_ahead(profile, {k: m for _, block in blocks for k, m in block.items()}, recipes,
+                                     Path(tmp), count=True, build_cache=build_cache, workers=build_workers,
+                                     progress=progress)
+        exact: dict[str, tuple[float, float]] = {}
+        for i, (name, model) in enumerate(models.items()):
+            progress(Progress("counting parameters and MACs", i, len(models), name))
+            counts = ahead.counts[name] if ahead is not None and name in ahead.counts else cached_counts(model, shape, build_cache)[0]
+            exact[name] = (counts[Metric.MACS.value], counts[Metric.PARAMS.value])
+        progress(Progress("counting parameters and MACs", len(models), len(models)))
+        got = time_blocks(profile, hardware, blocks, settings, progress, build_cache,
+                          exported=ahead.files if ahead is not None else None)
     times, brackets = got.times, got.brackets
     uncalibrated = dataclasses.replace(profile, calibration=None) if profile.calibration is not None else None
     uniform = dataclasses.replace(profile, edge_model=None, calibration=None) if profile.edge_model is not None else None
@@ -586,17 +600,41 @@ def derived_networks(genotypes: Mapping[str, Genotype], seed: int) -> dict[str, 
     return {name: build_network(g.network, g.cells(), seed) for name, g in genotypes.items()}
 
 
+def derived_recipes(genotypes: Mapping[str, Genotype], seed: int) -> dict[str, Callable[[], torch.nn.Module]]:
+    """What :func:`derived_networks` builds, as picklable recipes for :mod:`casprof.prebuild`'s workers."""
+    return {name: functools.partial(build_network, g.network, g.cells(), seed) for name, g in genotypes.items()}
+
+
+def build_networks_ahead(profile: Profile, models: Mapping[str, torch.nn.Module],
+                         recipes: Mapping[str, Callable[[], torch.nn.Module]], folder: Path, *, count: bool,
+                         build_cache: BuildCache | None, workers: int, progress: ProgressCallback) -> Ahead | None:
+    """Count (with ``count``) and export, in ``workers`` processes, the ``models`` and the profile's
+    baseline network as the profile's runners would (:func:`casprof.prebuild.build_ahead`; exports
+    only for ONNX Runtime in fp32); None when nothing ran."""
+    msettings = measure_settings_of(profile)
+    networks = {k: (m, recipes[k]) for k, m in models.items()}
+    networks[BASELINE.key] = (build_probe(profile.network, BASELINE, msettings.seed),
+                              functools.partial(build_probe, profile.network, BASELINE, msettings.seed))
+    stage = f"building networks in {workers} processes"
+    return build_ahead(networks, (1, profile.network.in_channels, *profile.input_size), folder,
+                       export=export_request(msettings), count=count, cache=build_cache, workers=workers,
+                       threads=msettings.threads, on_done=lambda done, total: progress(Progress(stage, done, total)))
+
+
 def time_blocks(profile: Profile, hardware: HardwareFingerprint, blocks: list[tuple[str, dict[str, torch.nn.Module]]],
-                plan: TimingPlan, progress: ProgressCallback, build_cache: BuildCache | None = None) -> BlockTimes:
+                plan: TimingPlan, progress: ProgressCallback, build_cache: BuildCache | None = None,
+                exported: Mapping[str, Path] | None = None) -> BlockTimes:
     """Time every block's networks on the profile's device, backend and settings, bracketed by the
     profile's baseline network, sweep after sweep; the blocks' times merged into one value
-    (``build_cache``: ONNX exports made before are copied from it)."""
+    (``build_cache``: ONNX exports made before are copied from it; ``exported``: networks' ONNX
+    files made before, e.g. by :func:`build_networks_ahead`, opened instead of exporting)."""
     device = resolve_device(profile.device, hardware)
     msettings = measure_settings_of(profile)
     measured: dict[int, BlockTimes] = {}
     with tempfile.TemporaryDirectory(prefix="casprof-fidelity-") as tmp:
         spec = make_runner_spec(profile.network, msettings, device, Path(tmp), build_cache)
-        runner = _Blocks(blocks, build_probe(profile.network, BASELINE, msettings.seed), msettings, spec, plan, progress)
+        runner = _Blocks(blocks, build_probe(profile.network, BASELINE, msettings.seed), msettings, spec, plan, progress,
+                         dict(exported or {}))
         for sweep in range(plan.sweeps):
             for b in range(len(blocks)):
                 measured[b] = runner.measure(b, sweep, measured.get(b))

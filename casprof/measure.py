@@ -46,8 +46,7 @@ from casprof.errors import UserInputError
 from casprof.hardware import HardwareFingerprint, sample_gpu_state
 from casprof.ops import CELL_TYPES, candidate_ops
 from casprof.edge_model import CellEdgeModel, EdgeModel
-from casprof.backends.onnx_export import export_cache_key
-from casprof.prebuild import BuildJob, ExportRequest, prebuild
+from casprof.prebuild import ExportRequest, build_ahead
 from casprof.probes import (BASELINE, Probe, block_of, build_probe, edge_model_probes, measured_probes,
                              measurement_blocks)
 from casprof.profile import BackendRecord, CostValue, Method, Metric, Profile
@@ -335,50 +334,39 @@ def _exact_metrics(config: NetworkConfig, probes: Sequence[Probe], settings: Mea
     progress(Progress("counting parameters and MACs", len(todo), len(todo)))
 
 
+def export_request(settings: MeasureSettings) -> ExportRequest | None:
+    """The ONNX export that :mod:`casprof.prebuild`'s workers can make for these settings: ONNX
+    Runtime in fp32 exports on the CPU (fp16 and TensorRT trace on the GPU, in the measuring process)."""
+    if settings.backend is Backend.ONNXRUNTIME and settings.precision is Precision.FP32:
+        return ExportRequest(settings.exporter)
+    return None
+
+
 def _prebuild(config: NetworkConfig, probes: Sequence[Probe], settings: MeasureSettings, state: MeasureState,
               progress: ProgressCallback, cache: BuildCache | None, workers: int, folder: Path) -> dict[str, Path] | None:
     """Count (and, for ONNX Runtime in fp32, export into ``folder``) in ``workers`` processes the
-    probes that are neither counted yet nor held by ``cache`` (:mod:`casprof.prebuild`). Their counts
-    go into ``state`` and, under this process's keys, into the cache with the exports. Returns the
-    probes' ONNX files, or None when nothing ran (fewer than two workers or networks to build)."""
-    shape = (1, config.in_channels, *settings.resolution)
-    export = (ExportRequest(settings.exporter)
-              if settings.backend is Backend.ONNXRUNTIME and settings.precision is Precision.FP32 else None)
+    probes that are neither counted yet nor held by ``cache`` (:func:`casprof.prebuild.build_ahead`);
+    their counts go into ``state``. Returns the probes' ONNX files, or None when nothing ran."""
+    export = export_request(settings)
     todo = [p for p in probes if p.key not in state.exact]
-    models = {p.key: build_probe(config, p, settings.seed) for p in todo} if cache is not None else {}
-    export_keys = {k: export_cache_key(cache, m, shape, exporter=settings.exporter)
-                   for k, m in models.items()} if cache is not None and export is not None else {}
-    counted = {k: cache.lookup_counts(m, shape) is not None for k, m in models.items()} if cache is not None else {}
-
-    def held(key: str) -> bool:
-        if not counted.get(key, False):
-            return False
-        onnx_key = export_keys.get(key)
-        return export is None or (onnx_key is not None and cache is not None and cache.holds_onnx(onnx_key))
-
-    need = [p for p in todo if not held(p.key)]
-    n = min(workers, len(need))
-    if n < 2:
+    if min(workers, len(todo)) < 2:
         return None
-    stage = f"counting and exporting in {n} processes" if export is not None else f"counting in {n} processes"
-    progress(Progress(stage, 0, len(need)))
-    jobs = [BuildJob(p.key, functools.partial(build_probe, config, p, settings.seed)) for p in need]
-    result = prebuild(jobs, shape, folder, export=export, workers=n, threads=settings.threads,
-                      on_done=lambda done, total: progress(Progress(stage, done, total)))
-    for built in result.built:
-        state.exact[built.key] = dict(built.counts)
-        if cache is None:
-            continue
-        state.count_cache("counts", counted[built.key])
-        if not counted[built.key]:
-            cache.store_counts(models[built.key], shape, built.counts)
-        key = export_keys.get(built.key)
-        if built.onnx_path is not None:
-            state.count_cache("onnx", False)
-            if key is not None:
-                cache.store_onnx(key, built.onnx_path, built.onnx_sha256 or "")
-    state.build_workers = {"processes": result.workers, "threads_each": result.threads_per_worker}
-    return {b.key: b.onnx_path for b in result.built if b.onnx_path is not None}
+    networks = {p.key: (build_probe(config, p, settings.seed) if cache is not None else None,
+                        functools.partial(build_probe, config, p, settings.seed)) for p in todo}
+    stage = f"counting and exporting in {workers} processes" if export is not None else f"counting in {workers} processes"
+    ahead = build_ahead(networks, (1, config.in_channels, *settings.resolution), folder, export=export, count=True,
+                        cache=cache, workers=workers, threads=settings.threads,
+                        on_done=lambda done, total: progress(Progress(stage, done, total)))
+    if ahead is None:
+        return None
+    for key, counts in ahead.counts.items():
+        state.exact[key] = dict(counts)
+        if cache is not None:
+            state.count_cache("counts", ahead.counts_cached[key])
+            if key in ahead.files:
+                state.count_cache("onnx", False)
+    state.build_workers = {"processes": ahead.workers, "threads_each": ahead.threads_per_worker}
+    return ahead.files
 
 
 def make_runner_spec(config: NetworkConfig, settings: MeasureSettings, device: ResolvedDevice, workdir: Path,

@@ -21,12 +21,14 @@ from __future__ import annotations
 import multiprocessing
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
+
+from casprof.build_cache import BuildCache
 
 
 @dataclass(frozen=True)
@@ -48,10 +50,11 @@ class BuildJob:
 
 @dataclass(frozen=True)
 class Built:
-    """One network's counts (``params``, ``macs``) and its ONNX file with its SHA-256 (None: not exported)."""
+    """One network's counts (``params``, ``macs``; None: not counted) and its ONNX file with its
+    SHA-256 (None: not exported)."""
 
     key: str
-    counts: dict[str, float]
+    counts: dict[str, float] | None
     onnx_path: Path | None = None
     onnx_sha256: str | None = None
 
@@ -83,13 +86,13 @@ def _init_worker(threads: int) -> None:
 
 
 def _build(job: BuildJob, index: int, input_shape: tuple[int, int, int, int], export: ExportRequest | None,
-           folder: str) -> Built:
-    """Count (and export) one network; its file is ``<folder>/prebuilt-<index>.onnx``."""
+           folder: str, count: bool) -> Built:
+    """Count and/or export one network; its file is ``<folder>/prebuilt-<index>.onnx``."""
     from casprof.backends.onnx_export import export_onnx
     from casprof.measure import network_counts
 
     model = job.build()
-    counts = network_counts(model, input_shape)
+    counts = network_counts(model, input_shape) if count else None
     if export is None:
         return Built(job.key, counts)
     info = export_onnx(model, input_shape, Path(folder) / f"prebuilt-{index}.onnx", exporter=export.exporter,
@@ -98,10 +101,11 @@ def _build(job: BuildJob, index: int, input_shape: tuple[int, int, int, int], ex
 
 
 def prebuild(jobs: Sequence[BuildJob], input_shape: tuple[int, int, int, int], folder: Path, *,
-             export: ExportRequest | None, workers: int, threads: int,
+             export: ExportRequest | None, workers: int, threads: int, count: bool = True,
              on_done: Callable[[int, int], None] = lambda done, total: None) -> PrebuildResult:
-    """Count (and, with ``export``, export on the CPU into ``folder``) every job's network with
-    ``workers`` spawned processes sharing ``threads`` threads; ``on_done(done, total)`` after each.
+    """Count (with ``count``) and export (with ``export``, on the CPU into ``folder``) every job's
+    network with ``workers`` spawned processes sharing ``threads`` threads; ``on_done(done, total)``
+    after each.
 
     Errors of a worker (a failed export, say) are raised here as they were raised there.
     """
@@ -110,7 +114,7 @@ def prebuild(jobs: Sequence[BuildJob], input_shape: tuple[int, int, int, int], f
     built: dict[str, Built] = {}
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(per_worker,)) as pool:
-        pending = {pool.submit(_build, job, i, input_shape, export, str(folder)) for i, job in enumerate(jobs)}
+        pending = {pool.submit(_build, job, i, input_shape, export, str(folder), count) for i, job in enumerate(jobs)}
         try:
             while pending:
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -124,3 +128,60 @@ def prebuild(jobs: Sequence[BuildJob], input_shape: tuple[int, int, int, int], f
             raise
     return PrebuildResult(built=tuple(built[job.key] for job in jobs), workers=workers, threads_per_worker=per_worker,
                           seconds=time.perf_counter() - start)
+
+
+@dataclass(frozen=True)
+class Ahead:
+    """What :func:`build_ahead` made: each network's counts (when counted) and ONNX file (when
+    exported), whether its counts were in the cache already, and the processes used."""
+
+    counts: dict[str, dict[str, float]]
+    files: dict[str, Path]
+    counts_cached: dict[str, bool]
+    workers: int
+    threads_per_worker: int
+
+
+def build_ahead(networks: Mapping[str, tuple[nn.Module | None, Callable[[], nn.Module]]],
+                input_shape: tuple[int, int, int, int], folder: Path, *, export: ExportRequest | None, count: bool,
+                cache: BuildCache | None, workers: int, threads: int,
+                on_done: Callable[[int, int], None] = lambda done, total: None) -> Ahead | None:
+    """:func:`prebuild` for the ``networks`` (key: (this process's module or None, recipe)) that
+    ``cache`` does not hold yet (all of them without a cache); what the workers made is stored in
+    the cache under the keys of this process's modules (a module rebuilt in another process may
+    pickle differently, so its own key could differ). None when fewer than two workers would run.
+    """
+    from casprof.backends.onnx_export import export_cache_key
+
+    if not count and export is None:
+        return None
+    models = {k: m for k, (m, _) in networks.items() if m is not None} if cache is not None else {}
+    counted = {k: cache.lookup_counts(m, input_shape) is not None for k, m in models.items()} if cache and count else {}
+    onnx_keys = ({k: export_cache_key(cache, m, input_shape, exporter=export.exporter, opset=export.opset)
+                  for k, m in models.items()} if cache is not None and export is not None else {})
+
+    def held(key: str) -> bool:
+        if count and not counted.get(key, False):
+            return False
+        onnx_key = onnx_keys.get(key)
+        return export is None or (onnx_key is not None and cache is not None and cache.holds_onnx(onnx_key))
+
+    need = [k for k in networks if not held(k)]
+    n = min(workers, len(need))
+    if n < 2:
+        return None
+    result = prebuild([BuildJob(k, networks[k][1]) for k in need], input_shape, folder, export=export, workers=n,
+                      threads=threads, count=count, on_done=on_done)
+    for built in result.built:
+        model = models.get(built.key)
+        if cache is None or model is None:
+            continue
+        if built.counts is not None and not counted.get(built.key, False):
+            cache.store_counts(model, input_shape, built.counts)
+        onnx_key = onnx_keys.get(built.key)
+        if built.onnx_path is not None and onnx_key is not None:
+            cache.store_onnx(onnx_key, built.onnx_path, built.onnx_sha256 or "")
+    return Ahead(counts={b.key: b.counts for b in result.built if b.counts is not None},
+                 files={b.key: b.onnx_path for b in result.built if b.onnx_path is not None},
+                 counts_cached={b.key: counted.get(b.key, False) for b in result.built},
+                 workers=result.workers, threads_per_worker=result.threads_per_worker)

@@ -117,3 +117,32 @@ def test_a_measurement_with_build_workers_records_them_and_counts_the_same(tmp_p
         for op, metrics in ops.items():
             for run in (parallel, again):
                 assert run["costs"][t][op]["macs"] == metrics["macs"] and run["costs"][t][op]["params"] == metrics["params"]
+
+
+@pytest.mark.slow
+def test_fidelity_and_calibration_time_the_networks_the_workers_built(tiny_profile_path: Path) -> None:
+    """The tiny profile's check as ONNX Runtime would make it, with 2 build workers and with none: the same
+    networks, counts and predictions; the workers' stage is reported; a calibration too (its drift check off: the
+    torch profile's c'_id is not what ONNX Runtime takes)."""
+    import dataclasses
+
+    from casprof.calibration import CalibrationSettings, run_calibration
+    from casprof.fidelity import FidelitySettings, run_fidelity
+    from casprof.hardware import detect_hardware
+    from casprof.profile import Profile
+
+    torch_profile = Profile.load(tiny_profile_path)
+    p = dataclasses.replace(torch_profile, settings={**torch_profile.settings, "backend": "onnxruntime"})
+    settings = FidelitySettings(samples=5, seed=3, rounds=2, sweeps=1, extremes=False)
+    hw = detect_hardware()
+    stages: list[str] = []
+    with_workers = run_fidelity(p, hw, settings, build_workers=2, progress=lambda e: stages.append(e.stage))
+    alone = run_fidelity(p, hw, settings)
+    assert "building networks in 2 processes" in stages
+    assert [(n.name, n.macs, n.params, n.predicted_ms) for n in with_workers.networks] == \
+        [(n.name, n.macs, n.params, n.predicted_ms) for n in alone.networks]
+    assert all(n.first_ms > 0 and n.second_ms > 0 for n in with_workers.networks)
+    stages.clear()
+    cal = run_calibration(p, hw, CalibrationSettings(networks=4, rounds=2, sweeps=1, seed=5, max_drift_pct=1e6), build_workers=2,
+                          progress=lambda e: stages.append(e.stage))
+    assert "building networks in 2 processes" in stages and cal.networks

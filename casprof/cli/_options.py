@@ -48,13 +48,13 @@ BuildCacheOpt = Annotated[
              "never timings). Folder: $CASPROF_CACHE_DIR, else ~/.cache/casprof; CASPROF_CACHE_DIR=off disables it.",
     ),
 ]
-#: ``casprof measure``: processes that fill the build cache before the timing.
+#: ``casprof measure``, ``fidelity`` and ``calibrate``: processes that build the networks before the timing.
 BuildWorkersOpt = Annotated[
     Optional[int],
     typer.Option(
         "--build-workers",
-        help="Processes that count and export the networks side by side into the build cache before anything is "
-             "timed (default: one per thread; 1: one network after the other in this process). Needs the build cache.",
+        help="Processes that count and export the networks side by side before anything is timed (default: one per "
+             "thread; 1: one network after the other in this process); what the build cache holds is not made again.",
         show_default=False,
     ),
 ]

@@ -11,9 +11,9 @@ import typer
 from casprof._io import ensure_parent_exists
 from casprof.calibration import MAX_BASELINE_DRIFT_PCT, CalibrationForm
 from casprof.cli._app import err_console
-from casprof.cli._options import BuildCacheOpt, NetworkRoundsOpt, NetworkSweepsOpt, OutOpt, ProfileOpt, SeedOpt
+from casprof.cli._options import BuildCacheOpt, BuildWorkersOpt, NetworkRoundsOpt, NetworkSweepsOpt, OutOpt, ProfileOpt, SeedOpt
 from casprof.cli._progress import stage_progress
-from casprof.cli.common import build_cache_for
+from casprof.cli.common import build_cache_for, workers_for
 from casprof.hardware import detect_hardware
 from casprof.profile import Metric, Profile
 
@@ -29,6 +29,7 @@ def calibrate(
     sweeps: NetworkSweepsOpt = 2,
     out: OutOpt = None,
     build_cache: BuildCacheOpt = True,
+    build_workers: BuildWorkersOpt = None,
     max_drift: Annotated[float, typer.Option(
         "--max-drift", metavar="PCT",
         help="Refuse the calibration (exit 1, nothing written) when the baseline network's median time during it differs "
@@ -55,12 +56,14 @@ def calibrate(
     hardware = detect_hardware()
     check_can_measure(p, hardware)
     cache = build_cache_for(build_cache)
+    workers = workers_for(build_workers, p)
     h, w = p.input_size
     total = networks + settings.leverage_networks
     err_console.print(f"Calibrating [bold]{profile}[/] ({p.device}, {p.backend.name}/{p.backend.precision}, {h}x{w}) "
                       f"on {total} derived networks ({form.value})", highlight=False)
     with stage_progress() as on_progress:
-        cal = run_calibration(p, hardware, settings, progress=on_progress, build_cache=cache)
+        cal = run_calibration(p, hardware, settings, progress=on_progress, build_cache=cache,
+                                  build_workers=workers)
     dataclasses.replace(p, calibration=cal).save(target)
     typer.echo(f"{target}: latency calibration {cal.summary()}; baseline now {cal.baseline_now_ms:.3f} ms vs "
                f"c'_id {p.baseline[Metric.LATENCY_MS.value].value:.3f} ms.")

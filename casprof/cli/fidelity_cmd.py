@@ -8,9 +8,9 @@ from typing import Annotated, Optional
 import typer
 
 from casprof.cli._app import err_console
-from casprof.cli._options import BuildCacheOpt, NetworkRoundsOpt, NetworkSweepsOpt, ProfileOpt, SeedOpt
+from casprof.cli._options import BuildCacheOpt, BuildWorkersOpt, NetworkRoundsOpt, NetworkSweepsOpt, ProfileOpt, SeedOpt
 from casprof.cli._progress import stage_progress
-from casprof.cli.common import build_cache_for
+from casprof.cli.common import build_cache_for, workers_for
 from casprof.errors import UserInputError
 from casprof.hardware import detect_hardware
 from casprof.profile import Profile
@@ -28,6 +28,7 @@ def fidelity(
         help="Also time the profile's structure probes and report their terms now (a diagnostic of a stale level).")] = False,
     report: Annotated[Optional[Path], typer.Option("--report", help="Folder for fidelity.json, .md and .png (must exist).", show_default=False)] = None,
     build_cache: BuildCacheOpt = True,
+    build_workers: BuildWorkersOpt = None,
 ) -> None:
     """Measure random derived networks on this machine and compare with the profile's predictions.
 
@@ -52,6 +53,7 @@ def fidelity(
     check_can_measure(p, hardware)
     check_held_out(p, settings)
     cache = build_cache_for(build_cache)
+    workers = workers_for(build_workers, p)
     h, w = p.input_size
     err_console.print(
         f"Checking [bold]{profile}[/] ({p.device}, {p.backend.name}/{p.backend.precision}, {h}x{w}, "
@@ -60,7 +62,8 @@ def fidelity(
         highlight=False,
     )
     with stage_progress() as on_progress:
-        result = run_fidelity(p, hardware, settings, profile_path=profile, progress=on_progress, build_cache=cache)
+        result = run_fidelity(p, hardware, settings, profile_path=profile, progress=on_progress, build_cache=cache,
+                                  build_workers=workers)
     md = report_markdown(result)
     if report is not None:
         paths = write_report(result, report)
