@@ -235,3 +235,41 @@ def test_merge():
         merge(Measurement([1.0], unit="ms"), Measurement([1.0], unit="s"))
     with pytest.raises(ValueError):
         merge()
+
+
+def test_two_well_separated_clusters_are_named_in_the_warning() -> None:
+    # the rounds of a torch probe on the AVX-512 EPYC VM (29 Nov): two modes, the median in the larger
+    samples = (230, 194, 411, 396, 198, 202, 188, 407, 193, 424, 447, 431, 209, 223, 213, 204, 212, 195)
+    m = Measurement(samples, unit="ms")
+    assert m.modes() == ((12, 203.0), (6, 417.5))
+    warning = m.noise_warning()
+    assert warning is not None and "two modes (12 samples around 203 ms, 6 around 417.5 ms;" in warning
+
+
+@pytest.mark.parametrize("samples", [
+    tuple(range(100, 300, 11)),  # wide but even: no gap stands out
+    (100.0,) * 17 + (400.0,),  # one outlier is not a mode
+    (100, 101, 102, 103, 300, 301, 302, 303),  # too few samples to tell
+    (100, 130, 160, 190, 220, 250, 330, 360, 390, 420, 450, 480),  # a gap, but not twice the clusters' range
+])
+def test_no_modes_without_two_tight_populated_clusters(samples: tuple[float, ...]) -> None:
+    m = Measurement(samples, unit="ms")
+    assert m.modes() is None
+    assert "two modes" not in (m.noise_warning() or "")
+
+
+def test_of_every_recorded_cpu_cost_only_the_torch_sep_conv_probe_has_two_modes() -> None:
+    """The check against the raw samples of every CPU profile kept in benchmarks/results/profiles."""
+    import glob
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "profiles"
+    flagged = []
+    for path in sorted(glob.glob(str(root / "cpu-*.json"))):
+        for cell, ops in json.loads(Path(path).read_text())["costs"].items():
+            for op, metrics in ops.items():
+                samples = metrics["latency_ms"].get("samples")
+                if samples and Measurement(tuple(samples)).modes() is not None:
+                    flagged.append((Path(path).name, cell, op))
+    assert flagged == [("cpu-ac888d45-torch-keep-20261129T0523-s6.json", "normal", "sep_conv_3x3_x4")]
