@@ -39,7 +39,7 @@ from casprof.devices import DeviceKind, resolve_device
 from casprof.errors import UserInputError
 from casprof.hardware import detect_hardware
 from casprof.measure import MeasureSettings, iter_costs, run_measurement
-from casprof.prebuild import default_workers
+from casprof.prebuild import resolve_workers
 from casprof.profile import Metric, Profile
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -170,11 +170,9 @@ def main() -> None:
                                    ort_shared_pool=args.ort_shared_pool, ort_shared_arena=not args.ort_arena_per_session,
                                    sweeps=args.sweeps, instances=args.instances,
                                    cpu_allocator=args.cpu_allocator, probes_per_bracket=args.probes_per_bracket)
+        workers = resolve_workers(args.build_workers, settings.threads)
     except UserInputError as e:
         parser.error(str(e))
-    workers = default_workers(settings.threads) if args.build_workers is None else args.build_workers
-    if workers < 1:
-        parser.error(f"--build-workers must be at least 1, got {workers}")
     keep = settings.cpu_allocator.file_tag
     label = "cpu" if device.kind is DeviceKind.CPU else device.spec.name
     profiles, seconds = [], []

@@ -457,7 +457,7 @@ def run_calibration(profile: Profile, hardware: HardwareFingerprint, settings: C
         ahead = build_networks_ahead(profile, models, derived_recipes(named, measure_settings_of(profile).seed), Path(tmp),
                                      count=False, build_cache=build_cache, workers=build_workers, progress=progress)
         got = time_blocks(profile, hardware, network_blocks(models, settings.block_size), settings, progress, build_cache,
-                          exported=ahead.files if ahead is not None else None)
+                          exported=ahead.files)
     bare = dataclasses.replace(profile, calibration=None)
     lat = Metric.LATENCY_MS.value
     base = profile.baseline[lat].value

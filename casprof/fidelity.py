@@ -558,11 +558,10 @@ def run_fidelity(
         exact: dict[str, tuple[float, float]] = {}
         for i, (name, model) in enumerate(models.items()):
             progress(Progress("counting parameters and MACs", i, len(models), name))
-            counts = ahead.counts[name] if ahead is not None and name in ahead.counts else cached_counts(model, shape, build_cache)[0]
+            counts = ahead.counts[name] if name in ahead.counts else cached_counts(model, shape, build_cache)[0]
             exact[name] = (counts[Metric.MACS.value], counts[Metric.PARAMS.value])
         progress(Progress("counting parameters and MACs", len(models), len(models)))
-        got = time_blocks(profile, hardware, blocks, settings, progress, build_cache,
-                          exported=ahead.files if ahead is not None else None)
+        got = time_blocks(profile, hardware, blocks, settings, progress, build_cache, exported=ahead.files)
     times, brackets = got.times, got.brackets
     uncalibrated = dataclasses.replace(profile, calibration=None) if profile.calibration is not None else None
     uniform = dataclasses.replace(profile, edge_model=None, calibration=None) if profile.edge_model is not None else None
@@ -607,10 +606,10 @@ def derived_recipes(genotypes: Mapping[str, Genotype], seed: int) -> dict[str, C
 
 def build_networks_ahead(profile: Profile, models: Mapping[str, torch.nn.Module],
                          recipes: Mapping[str, Callable[[], torch.nn.Module]], folder: Path, *, count: bool,
-                         build_cache: BuildCache | None, workers: int, progress: ProgressCallback) -> Ahead | None:
+                         build_cache: BuildCache | None, workers: int, progress: ProgressCallback) -> Ahead:
     """Count (with ``count``) and export, in ``workers`` processes, the ``models`` and the profile's
     baseline network as the profile's runners would (:func:`casprof.prebuild.build_ahead`; exports
-    only for ONNX Runtime in fp32); None when nothing ran."""
+    only for ONNX Runtime in fp32)."""
     msettings = measure_settings_of(profile)
     networks = {k: (m, recipes[k]) for k, m in models.items()}
     networks[BASELINE.key] = (build_probe(profile.network, BASELINE, msettings.seed),

@@ -46,7 +46,7 @@ from casprof.errors import UserInputError
 from casprof.hardware import HardwareFingerprint, sample_gpu_state
 from casprof.ops import CELL_TYPES, candidate_ops
 from casprof.edge_model import CellEdgeModel, EdgeModel
-from casprof.prebuild import ExportRequest, build_ahead
+from casprof.prebuild import ExportRequest, build_ahead, resolve_workers
 from casprof.probes import (BASELINE, Probe, block_of, build_probe, edge_model_probes, measured_probes,
                              measurement_blocks)
 from casprof.profile import BackendRecord, CostValue, Method, Metric, Profile
@@ -346,7 +346,8 @@ def _prebuild(config: NetworkConfig, probes: Sequence[Probe], settings: MeasureS
               progress: ProgressCallback, cache: BuildCache | None, workers: int, folder: Path) -> dict[str, Path] | None:
     """Count (and, for ONNX Runtime in fp32, export into ``folder``) in ``workers`` processes the
     probes that are neither counted yet nor held by ``cache`` (:func:`casprof.prebuild.build_ahead`);
-    their counts go into ``state``. Returns the probes' ONNX files, or None when nothing ran."""
+    their counts, and those the cache held, go into ``state``. Returns the workers' ONNX files, or
+    None when no worker ran."""
     export = export_request(settings)
     todo = [p for p in probes if p.key not in state.exact]
     if min(workers, len(todo)) < 2:
@@ -357,14 +358,15 @@ def _prebuild(config: NetworkConfig, probes: Sequence[Probe], settings: MeasureS
     ahead = build_ahead(networks, (1, config.in_channels, *settings.resolution), folder, export=export, count=True,
                         cache=cache, workers=workers, threads=settings.threads,
                         on_done=lambda done, total: progress(Progress(stage, done, total)))
-    if ahead is None:
-        return None
-    for key, counts in ahead.counts.items():
+    for key, counts in ahead.counts.items():  # the cache's counts too: not looked up again
         state.exact[key] = dict(counts)
         if cache is not None:
             state.count_cache("counts", ahead.counts_cached[key])
-            if key in ahead.files:
-                state.count_cache("onnx", False)
+    if not ahead.workers:
+        return None
+    if cache is not None:
+        for _ in ahead.files:
+            state.count_cache("onnx", False)
     state.build_workers = {"processes": ahead.workers, "threads_each": ahead.threads_per_worker}
     return ahead.files
 
@@ -574,8 +576,7 @@ def run_measurement(
         BackendUnavailableError: the backend cannot run on this device.
     """
     config.check_resolution(*settings.resolution)
-    if build_workers < 1:
-        raise UserInputError(f"--build-workers must be at least 1, got {build_workers}.")
+    resolve_workers(build_workers, settings.threads)  # at least 1
     out = Path(out)
     ensure_parent_exists(out)
     ckpt = checkpoint_path(out)

@@ -29,6 +29,7 @@ from pathlib import Path
 from torch import nn
 
 from casprof.build_cache import BuildCache
+from casprof.errors import UserInputError
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,19 @@ def default_workers(threads: int) -> int:
     except AttributeError:  # not on Linux
         cpus = os.cpu_count() or 1
     return max(1, min(threads, cpus))
+
+
+def resolve_workers(requested: int | None, threads: int) -> int:
+    """``--build-workers``: as asked, or by default :func:`default_workers` of ``threads``.
+
+    Raises:
+        UserInputError: fewer than one.
+    """
+    if requested is None:
+        return default_workers(threads)
+    if requested < 1:
+        raise UserInputError(f"--build-workers must be at least 1, got {requested}.")
+    return requested
 
 
 def _init_worker(threads: int) -> None:
@@ -132,12 +146,13 @@ def prebuild(jobs: Sequence[BuildJob], input_shape: tuple[int, int, int, int], f
 
 @dataclass(frozen=True)
 class Ahead:
-    """What :func:`build_ahead` made: each network's counts (when counted) and ONNX file (when
-    exported), whether its counts were in the cache already, and the processes used."""
+    """What :func:`build_ahead` found or made: the counts of every network it has them for (from the
+    cache or a worker), whether each came from the cache, the workers' ONNX files, and the processes
+    used (0 when none ran)."""
 
     counts: dict[str, dict[str, float]]
-    files: dict[str, Path]
     counts_cached: dict[str, bool]
+    files: dict[str, Path]
     workers: int
     threads_per_worker: int
 
@@ -145,43 +160,46 @@ class Ahead:
 def build_ahead(networks: Mapping[str, tuple[nn.Module | None, Callable[[], nn.Module]]],
                 input_shape: tuple[int, int, int, int], folder: Path, *, export: ExportRequest | None, count: bool,
                 cache: BuildCache | None, workers: int, threads: int,
-                on_done: Callable[[int, int], None] = lambda done, total: None) -> Ahead | None:
+                on_done: Callable[[int, int], None] = lambda done, total: None) -> Ahead:
     """:func:`prebuild` for the ``networks`` (key: (this process's module or None, recipe)) that
-    ``cache`` does not hold yet (all of them without a cache); what the workers made is stored in
-    the cache under the keys of this process's modules (a module rebuilt in another process may
-    pickle differently, so its own key could differ). None when fewer than two workers would run.
+    ``cache`` does not hold yet (all of them without a cache), when at least two workers would run;
+    what the workers made is stored in the cache under the keys of this process's modules (a module
+    rebuilt in another process may pickle differently, so its own key could differ). The counts the
+    cache holds are returned too, so that nobody looks them up twice.
     """
     from casprof.backends.onnx_export import export_cache_key
 
-    if not count and export is None:
-        return None
     models = {k: m for k, (m, _) in networks.items() if m is not None} if cache is not None else {}
-    counted = {k: cache.lookup_counts(m, input_shape) is not None for k, m in models.items()} if cache and count else {}
+    cached: dict[str, dict[str, float]] = {}
+    if cache is not None and count:
+        cached = {k: got for k, m in models.items() if (got := cache.lookup_counts(m, input_shape)) is not None}
+    if workers < 2:  # nothing will be built here: the counts held are all there is to give
+        return Ahead(counts=cached, counts_cached={k: True for k in cached}, files={}, workers=0, threads_per_worker=0)
     onnx_keys = ({k: export_cache_key(cache, m, input_shape, exporter=export.exporter, opset=export.opset)
                   for k, m in models.items()} if cache is not None and export is not None else {})
 
     def held(key: str) -> bool:
-        if count and not counted.get(key, False):
+        if count and key not in cached:
             return False
         onnx_key = onnx_keys.get(key)
         return export is None or (onnx_key is not None and cache is not None and cache.holds_onnx(onnx_key))
 
-    need = [k for k in networks if not held(k)]
+    need = [k for k in networks if not held(k)] if count or export is not None else []
     n = min(workers, len(need))
     if n < 2:
-        return None
+        return Ahead(counts=cached, counts_cached={k: True for k in cached}, files={}, workers=0, threads_per_worker=0)
     result = prebuild([BuildJob(k, networks[k][1]) for k in need], input_shape, folder, export=export, workers=n,
                       threads=threads, count=count, on_done=on_done)
     for built in result.built:
         model = models.get(built.key)
         if cache is None or model is None:
             continue
-        if built.counts is not None and not counted.get(built.key, False):
+        if built.counts is not None and built.key not in cached:
             cache.store_counts(model, input_shape, built.counts)
         onnx_key = onnx_keys.get(built.key)
         if built.onnx_path is not None and onnx_key is not None:
             cache.store_onnx(onnx_key, built.onnx_path, built.onnx_sha256 or "")
-    return Ahead(counts={b.key: b.counts for b in result.built if b.counts is not None},
+    made = {b.key: b.counts for b in result.built if b.counts is not None and b.key not in cached}
+    return Ahead(counts={**cached, **made}, counts_cached={**{k: True for k in cached}, **{k: False for k in made}},
                  files={b.key: b.onnx_path for b in result.built if b.onnx_path is not None},
-                 counts_cached={b.key: counted.get(b.key, False) for b in result.built},
                  workers=result.workers, threads_per_worker=result.threads_per_worker)

@@ -76,10 +76,14 @@ def test_the_default_is_one_worker_per_thread_within_the_cpus_here() -> None:
     assert default_workers(2) == min(2, cpus)
 
 
-def test_a_worker_count_below_one_is_one_sentence_and_exit_2(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", [["measure", "--device", "cpu", "--resolution", "32x64"], ["fidelity", "--profile", "P"],
+                                     ["calibrate", "--profile", "P"]])
+def test_a_worker_count_below_one_is_one_sentence_and_exit_2(command: list[str], tmp_path: Path,
+                                                            tiny_profile_path: Path) -> None:
     out = tmp_path / "p.json"
-    result = CliRunner().invoke(app, ["measure", "--device", "cpu", "--build-workers", "0", "--resolution", "32x64",
-                                      "--out", str(out)], env={"CASPROF_CACHE_DIR": str(tmp_path / "cache")})
+    args = [str(tiny_profile_path) if a == "P" else a for a in command] + ["--build-workers", "0"]
+    result = CliRunner().invoke(app, args + (["--out", str(out)] if command[0] != "fidelity" else []),
+                                env={"CASPROF_CACHE_DIR": str(tmp_path / "cache")})
     assert result.exit_code == 2, result.output
     assert "--build-workers must be at least 1, got 0." in result.output and "Traceback" not in result.output
     assert not out.exists() and not (tmp_path / "cache").exists()

@@ -13,8 +13,9 @@ from casprof.calibration import MAX_BASELINE_DRIFT_PCT, CalibrationForm
 from casprof.cli._app import err_console
 from casprof.cli._options import BuildCacheOpt, BuildWorkersOpt, NetworkRoundsOpt, NetworkSweepsOpt, OutOpt, ProfileOpt, SeedOpt
 from casprof.cli._progress import stage_progress
-from casprof.cli.common import build_cache_for, workers_for
+from casprof.cli.common import build_cache_for
 from casprof.hardware import detect_hardware
+from casprof.prebuild import resolve_workers
 from casprof.profile import Metric, Profile
 
 
@@ -56,14 +57,14 @@ def calibrate(
     hardware = detect_hardware()
     check_can_measure(p, hardware)
     cache = build_cache_for(build_cache)
-    workers = workers_for(build_workers, p)
+    workers = resolve_workers(build_workers, p.backend.threads or 1)
     h, w = p.input_size
     total = networks + settings.leverage_networks
     err_console.print(f"Calibrating [bold]{profile}[/] ({p.device}, {p.backend.name}/{p.backend.precision}, {h}x{w}) "
                       f"on {total} derived networks ({form.value})", highlight=False)
     with stage_progress() as on_progress:
         cal = run_calibration(p, hardware, settings, progress=on_progress, build_cache=cache,
-                                  build_workers=workers)
+                              build_workers=workers)
     dataclasses.replace(p, calibration=cal).save(target)
     typer.echo(f"{target}: latency calibration {cal.summary()}; baseline now {cal.baseline_now_ms:.3f} ms vs "
                f"c'_id {p.baseline[Metric.LATENCY_MS.value].value:.3f} ms.")

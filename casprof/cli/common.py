@@ -7,9 +7,6 @@ from pathlib import Path
 from casprof._io import read_json_file
 from casprof.build_cache import BuildCache, default_build_cache
 from casprof.config import DEFAULT_CONFIG, NetworkConfig
-from casprof.errors import UserInputError
-from casprof.prebuild import default_workers
-from casprof.profile import Profile
 
 
 def load_network_config(path: Path | None) -> NetworkConfig:
@@ -25,16 +22,6 @@ def load_network_config(path: Path | None) -> NetworkConfig:
 def build_cache_for(enabled: bool) -> BuildCache | None:
     """The build cache the environment names when ``enabled`` (``--build-cache``), else None."""
     return default_build_cache() if enabled else None
-
-
-def workers_for(requested: int | None, profile: Profile) -> int:
-    """``--build-workers`` for a command that times a profile's networks: as asked (at least 1), by
-    default one per thread of the profile (:func:`casprof.prebuild.default_workers`)."""
-    if requested is None:
-        return default_workers(profile.backend.threads or 1)
-    if requested < 1:
-        raise UserInputError(f"--build-workers must be at least 1, got {requested}.")
-    return requested
 
 
 def build_cache_line(profile_settings: dict[str, object], cache: BuildCache | None) -> str | None:

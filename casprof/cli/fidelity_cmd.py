@@ -10,9 +10,10 @@ import typer
 from casprof.cli._app import err_console
 from casprof.cli._options import BuildCacheOpt, BuildWorkersOpt, NetworkRoundsOpt, NetworkSweepsOpt, ProfileOpt, SeedOpt
 from casprof.cli._progress import stage_progress
-from casprof.cli.common import build_cache_for, workers_for
+from casprof.cli.common import build_cache_for
 from casprof.errors import UserInputError
 from casprof.hardware import detect_hardware
+from casprof.prebuild import resolve_workers
 from casprof.profile import Profile
 
 
@@ -53,7 +54,7 @@ def fidelity(
     check_can_measure(p, hardware)
     check_held_out(p, settings)
     cache = build_cache_for(build_cache)
-    workers = workers_for(build_workers, p)
+    workers = resolve_workers(build_workers, p.backend.threads or 1)
     h, w = p.input_size
     err_console.print(
         f"Checking [bold]{profile}[/] ({p.device}, {p.backend.name}/{p.backend.precision}, {h}x{w}, "
@@ -63,7 +64,7 @@ def fidelity(
     )
     with stage_progress() as on_progress:
         result = run_fidelity(p, hardware, settings, profile_path=profile, progress=on_progress, build_cache=cache,
-                                  build_workers=workers)
+                              build_workers=workers)
     md = report_markdown(result)
     if report is not None:
         paths = write_report(result, report)

@@ -22,7 +22,7 @@ from casprof.errors import BackendUnavailableError, UserInputError
 from casprof.estimate import EstimateRequest, Roofline, calibrate_cpu, estimate_profile
 from casprof.hardware import detect_hardware
 from casprof.measure import MeasureSettings, checkpoint_path, run_measurement
-from casprof.prebuild import default_workers
+from casprof.prebuild import resolve_workers
 
 def _default_threads() -> int:
     try:
@@ -95,6 +95,7 @@ def measure(
         cpu_allocator=cpu_allocator,
     )
     cache = build_cache_for(build_cache)
+    workers = resolve_workers(build_workers, settings.threads)
     h, w = size
     if out is None:
         out = Path("profiles") / f"{resolved.spec.name}-{backend.value}{cpu_allocator.file_tag}-{precision.value}-{h}x{w}.json"
@@ -108,8 +109,7 @@ def measure(
     with stage_progress() as on_progress:
         try:
             profile = run_measurement(config, settings, resolved, hardware, out=out, resume=resume, progress=on_progress,
-                                      build_cache=cache,
-                                      build_workers=default_workers(settings.threads) if build_workers is None else build_workers)
+                                      build_cache=cache, build_workers=workers)
         except KeyboardInterrupt:
             err_console.print(f"Interrupted; finished rounds are kept in {checkpoint_path(out)}. Resume with --resume.")
             raise typer.Exit(130) from None
