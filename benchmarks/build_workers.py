@@ -29,7 +29,7 @@ from casprof.errors import UserInputError
 from casprof.hardware import detect_hardware
 from casprof.measure import network_counts
 from casprof.prebuild import BuildJob, ExportRequest, default_workers, prebuild
-from casprof.probes import BASELINE, build_probe, edge_model_probes, measured_probes
+from casprof.probes import build_probe, profile_probes
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -69,7 +69,7 @@ def main() -> None:
     except UserInputError as e:
         parser.error(str(e))
     shape = (1, DEFAULT_CONFIG.in_channels, *size)
-    probes = [BASELINE, *measured_probes(), *edge_model_probes(DEFAULT_CONFIG)]
+    probes = profile_probes(DEFAULT_CONFIG)
     jobs = [BuildJob(p.key, functools.partial(build_probe, DEFAULT_CONFIG, p, 0)) for p in probes]
     runs: dict[str, list[float]] = {"one process": [], f"{workers} processes": []}
     for r in range(args.repeats):

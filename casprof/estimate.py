@@ -41,7 +41,7 @@ from casprof.errors import UserInputError
 from casprof.measure import Progress, ProgressCallback, exact_counts
 from casprof.ops import CELL_TYPES, candidate_ops
 from casprof.edge_model import CellEdgeModel, EdgeModel
-from casprof.probes import BASELINE, Probe, Variant, build_probe, edge_model_probes, measured_probes
+from casprof.probes import BASELINE, Probe, Variant, build_probe, profile_probes
 from casprof.profile import BackendRecord, CostValue, Method, Metric, Profile
 
 #: Operators that launch no kernel (views, allocation, metadata): no time at all.
@@ -273,7 +273,7 @@ def estimate_profile(config: NetworkConfig, request: EstimateRequest, *,
                      progress: ProgressCallback = lambda p: None) -> Profile:
     """A profile with ``method: estimated``: roofline latencies, exact parameters and MACs."""
     config.check_resolution(*request.resolution)
-    probes = [BASELINE, *measured_probes(), *edge_model_probes(config)]
+    probes = profile_probes(config)
     latency: dict[str, float] = {}
     exact: dict[str, dict[str, float]] = {}
     for i, probe in enumerate(probes):

@@ -47,8 +47,8 @@ from casprof.hardware import HardwareFingerprint, sample_gpu_state
 from casprof.ops import CELL_TYPES, candidate_ops
 from casprof.edge_model import CellEdgeModel, EdgeModel
 from casprof.prebuild import ExportRequest, build_ahead, resolve_workers
-from casprof.probes import (BASELINE, Probe, block_of, build_probe, edge_model_probes, measured_probes,
-                             measurement_blocks)
+from casprof.probes import (BASELINE, Probe, block_of, build_probe, edge_model_probes,
+                             measurement_blocks, profile_probes)
 from casprof.profile import BackendRecord, CostValue, Method, Metric, Profile
 from casprof.stats import Measurement, paired_difference
 
@@ -586,7 +586,7 @@ def run_measurement(
     def save() -> None:
         atomic_write_json(ckpt, state.to_dict())
 
-    probes = [BASELINE] + measured_probes() + edge_model_probes(config)
+    probes = profile_probes(config)
     gpu_index = device.gpu.index if device.gpu is not None else None
     if gpu_index is not None:
         state.gpu_states.append({"when": "start", **(sample_gpu_state(gpu_index) or {})})

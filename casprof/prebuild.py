@@ -173,8 +173,9 @@ def build_ahead(networks: Mapping[str, tuple[nn.Module | None, Callable[[], nn.M
     cached: dict[str, dict[str, float]] = {}
     if cache is not None and count:
         cached = {k: got for k, m in models.items() if (got := cache.lookup_counts(m, input_shape)) is not None}
+    held_only = Ahead(counts=cached, counts_cached={k: True for k in cached}, files={}, workers=0, threads_per_worker=0)
     if workers < 2:  # nothing will be built here: the counts held are all there is to give
-        return Ahead(counts=cached, counts_cached={k: True for k in cached}, files={}, workers=0, threads_per_worker=0)
+        return held_only
     onnx_keys = ({k: export_cache_key(cache, m, input_shape, exporter=export.exporter, opset=export.opset)
                   for k, m in models.items()} if cache is not None and export is not None else {})
 
@@ -187,7 +188,7 @@ def build_ahead(networks: Mapping[str, tuple[nn.Module | None, Callable[[], nn.M
     need = [k for k in networks if not held(k)] if count or export is not None else []
     n = min(workers, len(need))
     if n < 2:
-        return Ahead(counts=cached, counts_cached={k: True for k in cached}, files={}, workers=0, threads_per_worker=0)
+        return held_only
     result = prebuild([BuildJob(k, networks[k][1]) for k in need], input_shape, folder, export=export, workers=n,
                       threads=threads, count=count, on_done=on_done)
     for built in result.built:

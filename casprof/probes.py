@@ -181,6 +181,11 @@ def edge_model_probes(config: NetworkConfig) -> list[Probe]:
     return probes
 
 
+def profile_probes(config: NetworkConfig) -> list[Probe]:
+    """Every network a profile of ``config`` holds: the baseline, each operation's probe and the edge-model probes."""
+    return [BASELINE, *measured_probes(), *edge_model_probes(config)]
+
+
 def block_of(probe: Probe) -> str:
     """The measurement block a probe is timed in: its cell type, or ``<cell type>-edges``."""
     assert probe.cell_type is not None
