@@ -60,11 +60,13 @@ def target_rows(a: Agreement, ratio: float | None) -> list[dict]:
 
 
 def result_stem(profile: Profile, digest: str) -> str:
-    """``fidelity_<device>_<backend>[-keep][_<precision>]_<digest>``, the device as the profile names it
-    (``cpu``, ``h100``); ``-keep`` for a profile measured with ``--cpu-allocator keep``, the precision
+    """``fidelity_<device>_<backend>[-keep][-channels-last][_<precision>]_<digest>``, the device as the
+    profile names it (``cpu``, ``h100``); ``-keep`` for a profile measured with ``--cpu-allocator keep``,
+    ``-channels-last`` for one measured with ``--memory-format channels_last``, the precision
     only where it is not fp32, so the older names stay as they were."""
     precision = "" if profile.backend.precision == "fp32" else f"_{profile.backend.precision}"
-    keep = measure_settings_of(profile).cpu_allocator.file_tag
+    settings = measure_settings_of(profile)
+    keep = settings.cpu_allocator.file_tag + settings.memory_format.file_tag
     return f"fidelity_{profile.device}_{profile.backend.name}{keep}{precision}_{digest}"
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from casprof._io import atomic_write_json, atomic_write_text
 from casprof.backends.base import Backend, Precision
 from casprof.backends.cpu_memory import CpuAllocator
+from casprof.backends.memory_format import MemoryFormat
 from casprof.build_cache import BuildCache
 from casprof.config import DEFAULT_CONFIG, parse_resolution
 from casprof.devices import DeviceKind, resolve_device
@@ -92,7 +93,8 @@ def markdown(report: dict) -> str:
         f"rounds spread over {report.get('sweeps', 1)} sweep(s) of all blocks; "
         f"intra-op thread pool: {report.get('thread_pool', 'per session, no spinning')}"
         + (f"; CPU memory arena: {report['memory_arena']}" if report.get("backend") == "onnxruntime" else "")
-        + (f"; CPU allocator: {report['cpu_allocator']}" if report.get("backend") == "torch" and "cpu_allocator" in report else ""),
+        + (f"; CPU allocator: {report['cpu_allocator']}" if report.get("backend") == "torch" and "cpu_allocator" in report else "")
+        + (f"; memory format: {report['memory_format']}" if report.get("backend") == "torch" and "memory_format" in report else ""),
         f"- command: `{report['command']}`",
         f"- date: {report['date']}",
         "",
@@ -153,6 +155,8 @@ def main() -> None:
                         help="casprof measure --build-workers (with --build-cache; default: one per thread)")
     parser.add_argument("--cpu-allocator", default=CpuAllocator.SYSTEM.value, choices=[a.value for a in CpuAllocator],
                         help="casprof measure --cpu-allocator (torch on a CPU)")
+    parser.add_argument("--memory-format", default=MemoryFormat.CONTIGUOUS.value, choices=[m.value for m in MemoryFormat],
+                        help="casprof measure --memory-format (torch)")
     args = parser.parse_args()
     if args.keep_dir is not None:  # made now, not after the first profile's ten minutes
         if args.keep_dir.exists() and not args.keep_dir.is_dir():
@@ -169,11 +173,12 @@ def main() -> None:
                                    threads=hw.cpu.affinity or hw.cpu.logical_cores, rounds=args.rounds,
                                    ort_shared_pool=args.ort_shared_pool, ort_shared_arena=not args.ort_arena_per_session,
                                    sweeps=args.sweeps, instances=args.instances,
-                                   cpu_allocator=args.cpu_allocator, probes_per_bracket=args.probes_per_bracket)
+                                   cpu_allocator=args.cpu_allocator, probes_per_bracket=args.probes_per_bracket,
+                                   memory_format=args.memory_format)
         workers = resolve_workers(args.build_workers, settings.threads)
     except UserInputError as e:
         parser.error(str(e))
-    keep = settings.cpu_allocator.file_tag
+    keep = settings.cpu_allocator.file_tag + settings.memory_format.file_tag
     label = "cpu" if device.kind is DeviceKind.CPU else device.spec.name
     profiles, seconds = [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -205,6 +210,7 @@ def main() -> None:
         "warmup_passes": settings.warmup_passes,
         "sweeps": settings.sweeps,
         "cpu_allocator": settings.cpu_allocator.value,
+        "memory_format": settings.memory_format.value,
         "thread_pool": profiles[0].backend.details.get("intra_op_thread_pool", "per session"),
         "memory_arena": profiles[0].backend.details.get("cpu_memory_arena", "per session"),
         "resolution": list(settings.resolution),
@@ -215,7 +221,8 @@ def main() -> None:
                    f"--instances {args.instances} --probes-per-bracket {args.probes_per_bracket}"
                    + (" --ort-shared-pool" if args.ort_shared_pool else "")
                    + (" --ort-arena-per-session" if args.ort_arena_per_session else "")
-                   + (" --cpu-allocator keep" if keep else "")
+                   + (f" --cpu-allocator {args.cpu_allocator}" if settings.cpu_allocator.file_tag else "")
+                   + (f" --memory-format {args.memory_format}" if settings.memory_format.file_tag else "")
                    + (f" --build-cache --build-workers {workers}" if args.build_cache else ""),
         "seconds": seconds,
         "phase_seconds": [p.settings.get("phase_seconds") for p in profiles],

@@ -78,7 +78,7 @@ def diff_profiles(a: Profile, b: Profile, metric: str = Metric.LATENCY_MS.value)
 COMPARED_SETTINGS: dict[str, object] = {
     "rounds": None, "sweeps": 1, "instances": None, "baseline_instances": None, "warmup_iters": None,
     "warmup_passes": 0, "seed": None, "exporter": None, "ort_shared_pool": False, "cpu_allocator": "system",
-    "probes_per_bracket": 1, "ort_shared_arena": False,
+    "probes_per_bracket": 1, "ort_shared_arena": False, "memory_format": "contiguous",
 }
 
 

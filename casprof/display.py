@@ -89,6 +89,10 @@ def _shared_input_lines(profile: Profile) -> list[str]:
     return lines
 
 
+#: Runner details that say how the torch runner held the networks, shown on a header line of their own.
+_TORCH_DETAILS = (("cpu_allocator", "CPU allocator"), ("memory_format", "memory format"))
+
+
 def profile_table(profile: Profile) -> Group:
     """A rich renderable: a header panel and the per-operation table."""
     estimated = profile.method is Method.ESTIMATED
@@ -97,8 +101,9 @@ def profile_table(profile: Profile) -> Group:
     header = [
         f"device [bold]{profile.device}[/] · {_hardware_line(profile)}",
         f"backend {b.name} {b.version} · {b.precision} · {b.device} · threads {b.threads} · timer {b.timer}"
-        + (f" · CPU allocator {b.details['cpu_allocator']}" if "cpu_allocator" in b.details else "")
         if not estimated else f"[bold red]roofline estimate[/] (casprof {b.version}) · {b.precision} · {_roofline_line(b.details)}",
+        *([" · ".join(f"{label} {b.details[key]}" for key, label in _TORCH_DETAILS if key in b.details)]
+          if not estimated and any(key in b.details for key, _ in _TORCH_DETAILS) else []),
         f"network {profile.fingerprint} at {h}x{w} · created {profile.created} · casprof {profile.tool_version}",
     ]
     lat = profile.baseline.get(Metric.LATENCY_MS.value)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import enum
+from typing import TypeVar
+
+_E = TypeVar("_E", bound=enum.Enum)
+
 
 class CasError(Exception):
     """Base class of every error the toolkit raises on purpose."""
@@ -31,3 +36,13 @@ class WriteError(CasError, OSError):
 
     Also an ``OSError``, so that code which skips an optional write (the build cache) still does.
     """
+
+
+def parse_choice(choices: type[_E], value: _E | str, what: str) -> _E:
+    """The member of ``choices`` that ``value`` is or names; anything else is a :class:`UserInputError`
+    that says "Unknown <what> <value>; use one of: <the names>."."""
+    try:
+        return choices(value)
+    except ValueError:
+        known = ", ".join(str(c.value) for c in choices)
+        raise UserInputError(f"Unknown {what} {value!r}; use one of: {known}.") from None

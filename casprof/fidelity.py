@@ -52,8 +52,9 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from casprof.backends.base import Runner, RunnerSpec
+from casprof.backends.base import Backend, Runner, RunnerSpec
 from casprof.backends.cpu_memory import CpuAllocator
+from casprof.backends.memory_format import MemoryFormat
 from casprof.backends.onnxruntime_runner import SHARED_POOL
 from casprof.build_cache import BuildCache
 from casprof.calibration import baseline_drift_pct
@@ -447,6 +448,7 @@ def _measure_settings(profile: Profile) -> MeasureSettings:
         or profile.backend.details.get("intra_op_thread_pool") == SHARED_POOL,
         ort_shared_arena=bool(s.get("ort_shared_arena", False)),  # older profiles: an arena per session
         cpu_allocator=str(s.get("cpu_allocator", CpuAllocator.SYSTEM.value)),
+        memory_format=str(s.get("memory_format", MemoryFormat.CONTIGUOUS.value)),
     )
 
 
@@ -665,6 +667,7 @@ def summarize(profile: Profile, results: Sequence[NetworkResult], settings: Fide
     macs_agreement, macs_fit = proxy_agreement([r.macs for r in results], measured)
     params_agreement, params_fit = proxy_agreement([r.params for r in results], measured)
     b = profile.backend
+    ms = measure_settings_of(profile)
     return FidelityReport(
         profile_path=str(profile_path),
         profile={
@@ -673,6 +676,8 @@ def summarize(profile: Profile, results: Sequence[NetworkResult], settings: Fide
             "backend_version": b.version,
             "precision": b.precision,
             "threads": b.threads,
+            **({"cpu_allocator": ms.cpu_allocator.value, "memory_format": ms.memory_format.value}
+               if ms.backend is Backend.TORCH else {}),  # how the torch networks were held: checked as measured
             "resolution": list(profile.input_size),
             "network": profile.fingerprint,
             "hardware_digest": profile.hardware.get("digest"),

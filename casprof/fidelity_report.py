@@ -72,7 +72,9 @@ def report_markdown(report: FidelityReport) -> str:
         f"# casprof fidelity: {p['device']} / {p['backend']} {p['backend_version']} / {p['precision']} at {h}x{w}",
         "",
         f"- profile: `{report.profile_path}` (network {p['network']}, hardware {p['hardware_digest']}, {where}, "
-        f"{p['threads']} threads; per-edge model: {p['schema_edge_model']}"
+        f"{p['threads']} threads"
+        + (f"; CPU allocator {p['cpu_allocator']}, memory format {p['memory_format']}" if "memory_format" in p else "")
+        + f"; per-edge model: {p['schema_edge_model']}"
         + _calibration_text(p) + ")",
         f"- networks: {s['samples']} random genotypes (seed {s['seed']})"
         + (" + all-cheapest + all-most-expensive" if s["extremes"] else "")

@@ -38,6 +38,7 @@ from casprof._io import atomic_write_json, ensure_parent_exists, read_json_file
 from casprof.backends import make_runner
 from casprof.backends.base import Backend, Precision, Runner, RunnerSpec
 from casprof.backends.cpu_memory import KEEP_ONLY_TORCH_ON_CPU, CpuAllocator, parse_cpu_allocator
+from casprof.backends.memory_format import LAYOUT_ONLY_TORCH, MemoryFormat, parse_memory_format
 from casprof.build_cache import BuildCache
 from casprof.complexity import count_macs, count_params
 from casprof.config import NetworkConfig
@@ -110,6 +111,11 @@ class MeasureSettings:
             a plain PyTorch deployment gets) or keeps it for reuse (``keep``: what a deployment
             with jemalloc, tcmalloc or the same ``mallopt`` gets); see
             :mod:`casprof.backends.cpu_memory`.
+        memory_format: the torch backend only: the networks' weights and input in PyTorch's default
+            NCHW layout (``contiguous``, the default) or in ``channels_last`` (NHWC), which spares
+            oneDNN a reorder of every convolution's activations on a CPU and changes the costs
+            unevenly; see :mod:`casprof.backends.memory_format`. Profiles made before it existed
+            read as ``contiguous``.
         probes_per_bracket: probes run between two baseline runs (``B p1 p2 B p3 p4 B`` for 2),
             each paired with the mean of that bracket's two runs. 1 brackets every probe alone.
             The baseline runs are about half of a round's runs with 1; with 2, a round of
@@ -139,16 +145,20 @@ class MeasureSettings:
     sweeps: int = 2
     cpu_allocator: CpuAllocator = CpuAllocator.SYSTEM
     probes_per_bracket: int = 2
+    memory_format: MemoryFormat = MemoryFormat.CONTIGUOUS
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "backend", Backend(self.backend))
         object.__setattr__(self, "precision", Precision(self.precision))
         object.__setattr__(self, "cpu_allocator", parse_cpu_allocator(self.cpu_allocator))
+        object.__setattr__(self, "memory_format", parse_memory_format(self.memory_format))
         object.__setattr__(self, "resolution", tuple(self.resolution))
         if self.backend is not Backend.ONNXRUNTIME:
             object.__setattr__(self, "ort_shared_arena", False)  # nothing to share: not recorded as used
         if self.cpu_allocator is CpuAllocator.KEEP and self.backend is not Backend.TORCH:
             raise UserInputError(KEEP_ONLY_TORCH_ON_CPU)  # the other runners would record it without applying it
+        if self.memory_format is not MemoryFormat.CONTIGUOUS and self.backend is not Backend.TORCH:
+            raise UserInputError(LAYOUT_ONLY_TORCH)
         if self.rounds < 3:
             raise UserInputError(f"At least 3 measurement rounds are needed, got {self.rounds}.")
         if self.instances < 1 or self.baseline_instances < 1:
@@ -170,6 +180,7 @@ class MeasureSettings:
         d["precision"] = self.precision.value
         d["resolution"] = list(self.resolution)
         d["cpu_allocator"] = self.cpu_allocator.value
+        d["memory_format"] = self.memory_format.value
         d["order"] = ("the rounds of every block are split evenly over `sweeps` passes over all blocks; each round: "
                       "the block's probes once each in a seeded random order, probes_per_bracket at a time between "
                       "two baseline runs (B p1 B p2 ... pn B for 1, B p1 p2 B p3 p4 ... B for 2); round r uses "
@@ -382,6 +393,7 @@ def make_runner_spec(config: NetworkConfig, settings: MeasureSettings, device: R
         workdir=workdir,
         seed=settings.seed,
         cpu_allocator=settings.cpu_allocator,
+        memory_format=settings.memory_format,
         build_cache=build_cache,
     )
 

@@ -33,6 +33,7 @@ from casprof import __version__
 from casprof._io import atomic_write_json, atomic_write_text, ensure_parent_exists, file_sha256
 from casprof.backends import Backend, Precision, RunnerSpec, make_runner, parse_backend
 from casprof.backends.cpu_memory import parse_cpu_allocator
+from casprof.backends.memory_format import LAYOUT_ONLY_TORCH, MemoryFormat, parse_memory_format
 from casprof.backends.onnx_export import check_exporter
 from casprof.config import DEFAULT_CONFIG, DEFAULT_RESOLUTION, NetworkConfig, parse_resolution
 from casprof.errors import UserInputError
@@ -85,6 +86,7 @@ class BenchSettings:
     exporter: str = "dynamo"
     seed: int = 0
     cpu_allocator: str = "system"
+    memory_format: str = "contiguous"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -95,6 +97,7 @@ class BenchSettings:
             "exporter": self.exporter,
             "seed": self.seed,
             "cpu_allocator": self.cpu_allocator,
+            "memory_format": self.memory_format,
             "order": "backends timed one after another, each after its own warm-up",
             "percentiles": "numpy linear interpolation over the raw per-run samples",
         }
@@ -154,6 +157,7 @@ def _check_numbers(settings: BenchSettings) -> None:
             raise UserInputError(f"{flag} must be a finite number of seconds, at least 0; got {value}.")
     check_exporter(settings.exporter)
     parse_cpu_allocator(settings.cpu_allocator)
+    parse_memory_format(settings.memory_format)
     if settings.threads is not None and settings.threads < 1:
         raise UserInputError(f"The thread count must be at least 1, got {settings.threads}.")
 
@@ -317,6 +321,7 @@ def _make(backend: Backend, source: _Source, spec: RunnerSpec, settings: BenchSe
     model = copy.deepcopy(source.built.model)  # a runner may move or cast its module
     if backend is Backend.TORCH:
         return make_runner(backend, model, spec)
+    spec = dataclasses.replace(spec, memory_format=MemoryFormat.CONTIGUOUS)  # the torch runner's alone
     return make_runner(backend, model, spec, exporter=settings.exporter)
 
 
@@ -350,12 +355,15 @@ def run_bench(
         for p in report_paths(report):
             ensure_parent_exists(p)
     source = _resolve_source(genotype, onnx, engine, weights, settings)
+    layout = parse_memory_format(settings.memory_format)
+    if layout is not MemoryFormat.CONTIGUOUS and Backend.TORCH not in source.backends:
+        raise UserInputError(LAYOUT_ONLY_TORCH)
     device = settings.device or ("cuda:0" if Backend.TENSORRT in source.backends else "cpu")
     threads = settings.threads or default_threads()
     h, w = source.size
     shape = (1, source.channels, h, w)
     spec = RunnerSpec(input_shape=shape, device=device, precision=precision, threads=threads, seed=settings.seed,
-                      cpu_allocator=parse_cpu_allocator(settings.cpu_allocator))
+                      cpu_allocator=parse_cpu_allocator(settings.cpu_allocator), memory_format=layout)
     x = seeded_input(shape, settings.seed)
     reference = torch_reference(source.built.model, x) if source.built is not None else None
 
@@ -485,6 +493,7 @@ def report_markdown(data: dict[str, Any]) -> str:
         f"- settings: {data['precision']}, device {data['device']}, {data['threads']} thread(s); warm-up ≥ {s['warmup_seconds']:g} s, "
         f"then ≥ {s['min_iters']} runs and ≥ {s['min_seconds']:g} s per backend, backends one after another"
         + (f"; PyTorch CPU allocator: {s['cpu_allocator']}" if "cpu_allocator" in s else "")
+        + (f"; PyTorch memory format: {s['memory_format']}" if "memory_format" in s else "")
     )
     load = data.get("host_load_average") or {}
     if load.get("before") and load.get("after"):

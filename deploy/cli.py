@@ -10,8 +10,9 @@ import typer
 
 from casprof.backends.base import Backend, Precision
 from casprof.backends.cpu_memory import CpuAllocator
+from casprof.backends.memory_format import MemoryFormat
 from casprof.cli._app import err_console, make_app
-from casprof.cli._options import CpuAllocatorOpt, GenotypeOpt, JsonFlag, PrecisionOpt, ResolutionOpt
+from casprof.cli._options import CpuAllocatorOpt, GenotypeOpt, JsonFlag, MemoryFormatOpt, PrecisionOpt, ResolutionOpt
 from casprof.errors import UserInputError
 from deploy.export import TrtPrecision
 
@@ -108,6 +109,7 @@ def bench(
     warmup_seconds: Annotated[float, typer.Option("--warmup-seconds", help="Warm-up seconds per backend, at least.")] = 1.0,
     exporter: ExporterOpt = "dynamo",
     cpu_allocator: CpuAllocatorOpt = CpuAllocator.SYSTEM,
+    memory_format: MemoryFormatOpt = MemoryFormat.CONTIGUOUS,
     report: Annotated[
         Optional[Path],
         typer.Option("--report", help="Write PATH (JSON) and the same name with .md and .csv.", show_default=False),
@@ -130,6 +132,7 @@ def bench(
         warmup_seconds=warmup_seconds,
         exporter=exporter,
         cpu_allocator=cpu_allocator.value,
+        memory_format=memory_format.value,
     )
     result = run_bench(genotype=genotype, onnx=onnx, engine=engine, weights=weights, settings=settings, report=report, progress=_progress)
     typer.echo(result.markdown(), nl=False)

@@ -307,7 +307,8 @@ def test_dynamic_export_refuses_a_size_baked_into_the_graph(tmp_path: Path) -> N
 
 def test_bench_torch_and_onnxruntime_report(small_genotype_file: Path, tmp_path: Path) -> None:
     report = tmp_path / "bench.json"
-    result = _cas("deploy", "bench", "-g", small_genotype_file, "-b", "torch", "-b", "onnxruntime", "-r", RES, *FAST_BENCH, "--report", report)
+    result = _cas("deploy", "bench", "-g", small_genotype_file, "-b", "torch", "-b", "onnxruntime", "-r", RES, *FAST_BENCH,
+                  "--memory-format", "channels_last", "--report", report)
     assert result.exit_code == 0, result.output
     data = json.loads(report.read_text())
     assert data["resolution"] == [32, 64] and data["precision"] == "fp32" and data["device"] == "cpu"
@@ -326,12 +327,16 @@ def test_bench_torch_and_onnxruntime_report(small_genotype_file: Path, tmp_path:
         assert r["software"]["torch"] == torch.__version__
         assert r["parity"]["passed"] is True
     assert data["settings"]["cpu_allocator"] == "system" and rows[0]["details"]["cpu_allocator"] == "system"
+    # channels_last is the torch runner's alone (its parity above holds in it); ONNX Runtime keeps its own layout
+    assert data["settings"]["memory_format"] == "channels_last" and rows[0]["details"]["memory_format"] == "channels_last"
+    assert "memory_format" not in rows[1]["details"]
     assert rows[0]["fps_ratio_to_first"] == 1.0
     assert rows[1]["fps_ratio_to_first"] == pytest.approx(rows[1]["fps"] / rows[0]["fps"])
     assert rows[1]["details"]["exporter"] == "dynamo" and rows[1]["details"]["provider"] == "CPUExecutionProvider"
 
     md = (tmp_path / "bench.md").read_text()
     assert "| backend | version |" in md and "| torch |" in md and "| onnxruntime |" in md and "random init" in md
+    assert "PyTorch memory format: channels_last" in md
     assert "| backend | version |" in result.stdout  # the table is always printed
     table = list(csv.DictReader(io.StringIO((tmp_path / "bench.csv").read_text())))
     assert [row["backend"] for row in table] == ["torch", "onnxruntime"]
@@ -348,6 +353,8 @@ def test_bench_torch_and_onnxruntime_report(small_genotype_file: Path, tmp_path:
         (["-r", RES, "--min-iters", "0"], "--min-iters must be at least 1"),
         (["-r", RES, "--exporter", "tflite"], "Unknown ONNX exporter"),
         (["-r", RES, "--cpu-allocator", "hoard"], "hoard"),
+        (["-r", RES, "--memory-format", "nhwc"], "nhwc"),
+        (["-r", RES, "-b", "onnxruntime", "--memory-format", "channels_last"], "applies to the torch backend only"),
     ],
 )
 def test_bench_bad_input(genotype_file: Path, tmp_path: Path, args: list[str], message: str) -> None:

@@ -126,6 +126,7 @@ def test_pool_writes_its_profile_even_when_stdout_is_closed_at_once(tiny_profile
     [
         (lambda raw: raw["backend"].__setitem__("threads", 2), "threads: 1 → 2"),
         (lambda raw: raw["settings"].__setitem__("cpu_allocator", "keep"), "cpu_allocator: system → keep"),
+        (lambda raw: raw["settings"].__setitem__("memory_format", "channels_last"), "memory_format: contiguous → channels_last"),
         (lambda raw: raw["backend"].__setitem__("version", "0.0"), "backend version"),
     ],
 )

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from casprof.backends.cpu_memory import CpuAllocator
+from casprof.backends.memory_format import LAYOUT_ONLY_TORCH, MemoryFormat, parse_memory_format
+from casprof.errors import UserInputError
 
 if TYPE_CHECKING:  # pragma: no cover
     from casprof.build_cache import BuildCache
@@ -54,6 +56,9 @@ class RunnerSpec:
         seed: seed of the fixed random input.
         cpu_allocator: what the C library does with memory PyTorch frees on the CPU (the torch
             runner on a CPU only; see :mod:`casprof.backends.cpu_memory`).
+        memory_format: the torch runner's layout of weights and activations (``contiguous`` or
+            ``channels_last``; see :mod:`casprof.backends.memory_format`). The other runners
+            refuse anything but ``contiguous``.
         build_cache: where the ONNX Runtime and TensorRT runners find and keep their ONNX exports
             (:mod:`casprof.build_cache`); None exports every time.
     """
@@ -65,6 +70,7 @@ class RunnerSpec:
     workdir: Path | None = None
     seed: int = 0
     cpu_allocator: CpuAllocator = CpuAllocator.SYSTEM
+    memory_format: MemoryFormat = MemoryFormat.CONTIGUOUS
     build_cache: BuildCache | None = None
 
 
@@ -111,6 +117,8 @@ class Runner(ABC):
 
     def activate(self) -> None:
         if not self._active:
+            if self.backend is not Backend.TORCH and parse_memory_format(self.spec.memory_format) is not MemoryFormat.CONTIGUOUS:
+                raise UserInputError(LAYOUT_ONLY_TORCH)  # never recorded without being applied
             self._activate()
             self._active = True
 
@@ -172,8 +180,6 @@ class Runner(ABC):
 def split_model_or_path(model_or_path: Any, backend: str) -> tuple[Any, Path | None]:
     """``(module, None)`` for a PyTorch module, ``(None, path)`` for an ONNX file path."""
     import torch.nn as nn
-
-    from casprof.errors import UserInputError
 
     if isinstance(model_or_path, nn.Module):
         return model_or_path, None

@@ -37,7 +37,7 @@ import platform
 import threading
 from typing import Any
 
-from casprof.errors import BackendUnavailableError, UserInputError
+from casprof.errors import BackendUnavailableError, parse_choice
 
 #: glibc's ``mallopt`` parameter numbers (``malloc.h``).
 M_TRIM_THRESHOLD = -1
@@ -66,11 +66,7 @@ class CpuAllocator(str, enum.Enum):
 
 def parse_cpu_allocator(value: CpuAllocator | str) -> CpuAllocator:
     """A :class:`CpuAllocator` from itself or its name; anything else is a user error."""
-    try:
-        return CpuAllocator(value)
-    except ValueError:
-        known = ", ".join(a.value for a in CpuAllocator)
-        raise UserInputError(f"Unknown CPU allocator setting {value!r}; use one of: {known}.") from None
+    return parse_choice(CpuAllocator, value, "CPU allocator setting")
 
 
 _lock = threading.Lock()

@@ -22,6 +22,7 @@ from torch import nn
 
 from casprof.backends.base import Backend, Precision, Runner, RunnerInfo, RunnerSpec
 from casprof.backends.cpu_memory import apply_cpu_allocator, cpu_allocator_state
+from casprof.backends.memory_format import MemoryFormat, parse_memory_format
 from casprof.errors import BackendUnavailableError, UserInputError
 
 TORCH_FP16_ON_CPU = "fp16 with the torch backend needs a CUDA device; use fp32 on the CPU."
@@ -107,8 +108,9 @@ def cuda_device_details(dev: torch.device) -> dict[str, Any]:
 class TorchRunner(Runner):
     """A PyTorch module run eagerly on ``spec.device`` in ``spec.precision``.
 
-    The module is moved to the device in place for fp32; for fp16 (CUDA only) a half copy is
-    made so that the caller's module stays fp32 for parity checks.
+    The module is moved to the device in place for fp32 in the ``contiguous`` layout; for fp16
+    (CUDA only) or ``channels_last`` a copy is made, so that the caller's module stays as it was
+    (fp32 for parity checks, NCHW for exports and counts).
     """
 
     backend = Backend.TORCH
@@ -125,6 +127,7 @@ class TorchRunner(Runner):
         self._prev_threads: int | None = None
         self._prev_benchmark: bool | None = None
         self._allocator: dict[str, Any] | None = None
+        self._layout = parse_memory_format(spec.memory_format)
 
     # --- life cycle -----------------------------------------------------------------------
     def _activate(self) -> None:
@@ -146,9 +149,11 @@ class TorchRunner(Runner):
             if dev.type == "cuda":
                 self._prev_benchmark = torch.backends.cudnn.benchmark
                 torch.backends.cudnn.benchmark = True
-            model = copy.deepcopy(self._source) if fp16 else self._source
-            self._model = model.to(device=dev, dtype=self._dtype).eval()
-            self._x = torch.from_numpy(self.fixed_input()).to(device=dev, dtype=self._dtype)
+            layout = self._layout is not MemoryFormat.CONTIGUOUS
+            model = copy.deepcopy(self._source) if fp16 or layout else self._source
+            model = model.to(device=dev, dtype=self._dtype)
+            self._model = (model.to(memory_format=self._layout.torch_format) if layout else model).eval()
+            self._x = self._input(self.fixed_input())
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
         except BaseException:
@@ -195,16 +200,22 @@ class TorchRunner(Runner):
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
         assert self._model is not None and self._device is not None
-        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device=self._device, dtype=self._dtype)
+        t = self._input(x)
         ctx = torch.cuda.device(self._device) if self._device.type == "cuda" else contextlib.nullcontext()
         with ctx, torch.inference_mode():
             out = self._model(t)
-        return out.float().cpu().numpy()
+        return out.float().cpu().contiguous().numpy()
+
+    def _input(self, x: np.ndarray) -> torch.Tensor:
+        """``x`` (float32, NCHW) on the device in the runner's precision and memory layout."""
+        assert self._device is not None
+        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device=self._device, dtype=self._dtype)
+        return t.contiguous(memory_format=self._layout.torch_format) if t.dim() == 4 else t
 
     # --- record ---------------------------------------------------------------------------
     def info(self) -> RunnerInfo:
         dev = self._device or resolve_device(self.spec.device)
-        details: dict[str, Any] = {"interop_threads": torch.get_num_interop_threads()}
+        details: dict[str, Any] = {"interop_threads": torch.get_num_interop_threads(), "memory_format": self._layout.value}
         if dev.type == "cuda" and torch.cuda.is_available():
             details.update(cuda_device_details(dev))
             details["cudnn_benchmark"] = True if self.active else bool(torch.backends.cudnn.benchmark)

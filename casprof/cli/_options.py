@@ -9,6 +9,7 @@ import typer
 
 from casprof.backends.base import Backend, Precision
 from casprof.backends.cpu_memory import CpuAllocator
+from casprof.backends.memory_format import MemoryFormat
 
 ProfileArg = Annotated[Path, typer.Argument(help="A cost profile (JSON).", show_default=False)]
 ProfileOpt = Annotated[Path, typer.Option("--profile", "-p", help="A cost profile (JSON).", show_default=False)]
@@ -32,6 +33,14 @@ CpuAllocatorOpt = Annotated[
     typer.Option(
         "--cpu-allocator",
         help="torch on a CPU: leave the C library's own handling of freed memory (system), or keep freed memory for reuse, as jemalloc or tcmalloc would (keep: no page faults after the first run).",
+    ),
+]
+MemoryFormatOpt = Annotated[
+    MemoryFormat,
+    typer.Option(
+        "--memory-format",
+        help="torch: the networks' weights and input in PyTorch's default NCHW layout (contiguous) or in channels_last "
+             "(NHWC; on a CPU it spares oneDNN reordering every convolution's activations). A profile predicts only its own layout.",
     ),
 ]
 #: ``casprof fidelity`` and ``casprof calibrate`` time derived networks the same way.

@@ -11,8 +11,9 @@ import typer
 from casprof._io import ensure_parent_exists
 from casprof.backends.base import Backend, Precision
 from casprof.backends.cpu_memory import KEEP_ONLY_TORCH_ON_CPU, CpuAllocator
+from casprof.backends.memory_format import MemoryFormat
 from casprof.cli._app import err_console, out_console
-from casprof.cli._options import BackendOpt, BuildCacheOpt, BuildWorkersOpt, CpuAllocatorOpt, DeviceOpt, NetworkOpt, OutOpt, PrecisionOpt, ResolutionOpt, SeedOpt
+from casprof.cli._options import BackendOpt, BuildCacheOpt, BuildWorkersOpt, CpuAllocatorOpt, DeviceOpt, MemoryFormatOpt, NetworkOpt, OutOpt, PrecisionOpt, ResolutionOpt, SeedOpt
 from casprof.cli._progress import stage_progress
 from casprof.cli.common import build_cache_for, build_cache_line, load_network_config
 from casprof.config import NetworkConfig, parse_resolution
@@ -50,6 +51,7 @@ def measure(
     ort_shared_arena: Annotated[bool, typer.Option("--ort-shared-arena/--ort-arena-per-session", help="ONNX Runtime on a CPU: the sessions' activations in one process-wide memory arena, reused block after block (default), or an arena per session (ONNX Runtime's default; every new session's first runs then fault in fresh memory).")] = True,
     exporter: Annotated[str, typer.Option("--exporter", help="ONNX exporter: torchscript (fast) or dynamo.")] = "torchscript",
     cpu_allocator: CpuAllocatorOpt = CpuAllocator.SYSTEM,
+    memory_format: MemoryFormatOpt = MemoryFormat.CONTIGUOUS,
     network: NetworkOpt = None,
     seed: SeedOpt = 0,
     build_cache: BuildCacheOpt = True,
@@ -93,12 +95,13 @@ def measure(
         ort_shared_pool=ort_shared_pool,
         ort_shared_arena=ort_shared_arena,
         cpu_allocator=cpu_allocator,
+        memory_format=memory_format,
     )
     cache = build_cache_for(build_cache)
     workers = resolve_workers(build_workers, settings.threads)
     h, w = size
     if out is None:
-        out = Path("profiles") / f"{resolved.spec.name}-{backend.value}{cpu_allocator.file_tag}-{precision.value}-{h}x{w}.json"
+        out = Path("profiles") / f"{resolved.spec.name}-{backend.value}{cpu_allocator.file_tag}{memory_format.file_tag}-{precision.value}-{h}x{w}.json"
         out.parent.mkdir(exist_ok=True)
     ensure_parent_exists(out)
     err_console.print(
