@@ -5,6 +5,9 @@ the spec's CPU allocator setting (:mod:`casprof.backends.cpu_memory`: with the C
 defaults, page faults on the large activations are much of an eager forward at 768x1536); on
 CUDA, a pair of ``torch.cuda.Event(enable_timing=True)`` recorded on the device's current
 stream around the forward, after a synchronize (device time, like trtexec's "GPU Compute").
+Weights and input are held in the spec's memory format (:mod:`casprof.backends.memory_format`:
+NCHW by default, or ``channels_last``, which spares oneDNN a reorder of every convolution's
+activations on a CPU).
 """
 
 from __future__ import annotations
