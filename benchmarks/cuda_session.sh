@@ -5,7 +5,7 @@
 # refuses with exit 1 and writes nothing when the machine's speed moved by more than 20 % since the
 # profile) and then checked by `benchmarks/fidelity_cpu.py` (30 random genotypes, seed 0, plus the
 # extremes; the report also scores the profile without its offset); `cas deploy bench` of the reference
-# genotype (seed 0) with torch on the GPU in fp32 and fp16; the whole test suite.
+# genotype (seed 0) with torch on the GPU in fp32 and fp16, and in fp16 with channels_last; the whole test suite.
 #
 #   [ONLY="step ..."] bash benchmarks/cuda_session.sh [BUDGET_SECONDS] [LOG_DIR]
 #
@@ -69,5 +69,8 @@ for p in fp32 fp16; do
     step "deploy_$p" 30 60 python3 -m cas deploy bench -g "$LOGS/genotype-seed0.json" --backend torch --device cuda:0 \
         --precision $p --report "benchmarks/results/deploy_${DEV}_torch_${p}_$DIGEST.json"
 done
+# the same in cuDNN's NHWC layout (`--memory-format channels_last`), where fp16 convolutions run on tensor cores
+step deploy_fp16_channels_last 30 60 python3 -m cas deploy bench -g "$LOGS/genotype-seed0.json" --backend torch --device cuda:0 \
+    --precision fp16 --memory-format channels_last --report "benchmarks/results/deploy_${DEV}_torch_fp16_channels-last_$DIGEST.json"
 step tests_all 90 200 python3 -m pytest -q -x -n 8 -p no:cacheprovider
 cat "$LOGS/summary.txt"

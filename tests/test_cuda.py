@@ -43,3 +43,24 @@ def test_a_cuda_profile_is_timed_with_events_and_records_the_gpu(tmp_path: Path,
                 assert m is None and p.cost(t, op, "latency_ms").value == 0.0
             else:
                 assert m is not None and len(m.samples) == 4  # one paired difference per round
+
+
+def test_channels_last_fp16_on_cuda_computes_what_nchw_fp32_does() -> None:
+    """The torch runner's channels_last copy in half precision on the GPU (cuDNN's NHWC kernels)
+    against the caller's NCHW fp32 module, which it leaves as it was."""
+    import numpy as np
+
+    from casprof.backends import RunnerSpec
+    from casprof.backends.torch_runner import TorchRunner
+    from casprof.probes import Probe, build_probe
+
+    model = build_probe(TINY, Probe("normal", "sep_conv_3x3_x2"), seed=0).eval()
+    x = np.random.default_rng(1).standard_normal((1, TINY.in_channels, *TINY_RES), dtype=np.float32)
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(x)).numpy()
+    spec = RunnerSpec(input_shape=x.shape, device="cuda:0", precision="fp16", threads=1, memory_format="channels_last")
+    with TorchRunner(model, spec) as runner:
+        got = runner.infer(x)
+        assert runner.time_once() > 0 and runner.info().details["memory_format"] == "channels_last"
+    np.testing.assert_allclose(got, expected, rtol=1e-2, atol=2e-3)  # fp16 on a CPU: 8e-5 off at most, outputs up to 0.13
+    assert all(p.device.type == "cpu" and p.dtype == torch.float32 and p.is_contiguous() for p in model.parameters())
