@@ -65,8 +65,7 @@ def result_stem(profile: Profile, digest: str) -> str:
     ``-channels-last`` for one measured with ``--memory-format channels_last``, the precision
     only where it is not fp32, so the older names stay as they were."""
     precision = "" if profile.backend.precision == "fp32" else f"_{profile.backend.precision}"
-    settings = measure_settings_of(profile)
-    keep = settings.cpu_allocator.file_tag + settings.memory_format.file_tag
+    keep = measure_settings_of(profile).file_tag
     return f"fidelity_{profile.device}_{profile.backend.name}{keep}{precision}_{digest}"
 
 

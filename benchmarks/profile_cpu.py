@@ -178,7 +178,7 @@ def main() -> None:
         workers = resolve_workers(args.build_workers, settings.threads)
     except UserInputError as e:
         parser.error(str(e))
-    keep = settings.cpu_allocator.file_tag + settings.memory_format.file_tag
+    keep = settings.file_tag
     label = "cpu" if device.kind is DeviceKind.CPU else device.spec.name
     profiles, seconds = [], []
     with tempfile.TemporaryDirectory() as tmp:

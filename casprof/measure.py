@@ -174,6 +174,12 @@ class MeasureSettings:
         if self.warmup_iters < 0 or self.warmup_seconds < 0 or self.warmup_passes < 0:
             raise UserInputError("Warm-up iterations, seconds and passes cannot be negative.")
 
+    @property
+    def file_tag(self) -> str:
+        """What the torch runner's settings add to a profile's or report's file name (``-keep``,
+        ``-channels-last``, both, or nothing for the defaults)."""
+        return self.cpu_allocator.file_tag + self.memory_format.file_tag
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["backend"] = self.backend.value

@@ -310,6 +310,8 @@ def time_runner(runner: Any, settings: BenchSettings) -> tuple[Measurement, int,
 
 
 def _make(backend: Backend, source: _Source, spec: RunnerSpec, settings: BenchSettings) -> Any:
+    if backend is not Backend.TORCH:  # the memory format is the torch runner's alone
+        spec = dataclasses.replace(spec, memory_format=MemoryFormat.CONTIGUOUS)
     if source.kind == "engine":
         from deploy.engine import EngineRunner
 
@@ -321,7 +323,6 @@ def _make(backend: Backend, source: _Source, spec: RunnerSpec, settings: BenchSe
     model = copy.deepcopy(source.built.model)  # a runner may move or cast its module
     if backend is Backend.TORCH:
         return make_runner(backend, model, spec)
-    spec = dataclasses.replace(spec, memory_format=MemoryFormat.CONTIGUOUS)  # the torch runner's alone
     return make_runner(backend, model, spec, exporter=settings.exporter)
 
 

@@ -80,6 +80,8 @@ def test_settings_record_and_pass_the_memory_format(tmp_path: Path) -> None:
     assert MeasureSettings(rounds=3).to_dict()["memory_format"] == "contiguous"
     settings = MeasureSettings(backend="torch", rounds=3, memory_format="channels_last")
     assert settings.to_dict()["memory_format"] == "channels_last"
+    assert settings.file_tag == "-channels-last" and MeasureSettings(rounds=3).file_tag == ""
+    assert MeasureSettings(backend="torch", rounds=3, cpu_allocator="keep", memory_format="channels_last").file_tag == "-keep-channels-last"
     spec = make_runner_spec(TINY, settings, resolve_device("cpu", detect_hardware(include_gpu=False)), tmp_path)
     assert spec.memory_format is MemoryFormat.CHANNELS_LAST
 

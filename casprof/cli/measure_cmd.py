@@ -101,7 +101,7 @@ def measure(
     workers = resolve_workers(build_workers, settings.threads)
     h, w = size
     if out is None:
-        out = Path("profiles") / f"{resolved.spec.name}-{backend.value}{cpu_allocator.file_tag}{memory_format.file_tag}-{precision.value}-{h}x{w}.json"
+        out = Path("profiles") / f"{resolved.spec.name}-{backend.value}{settings.file_tag}-{precision.value}-{h}x{w}.json"
         out.parent.mkdir(exist_ok=True)
     ensure_parent_exists(out)
     err_console.print(
