@@ -25,6 +25,7 @@ from pathlib import Path
 
 from casprof._io import atomic_write_json, atomic_write_text
 from casprof.backends.base import Backend
+from casprof.cli.fidelity_cmd import fidelity_checkpoint_path
 from casprof.config import NetworkConfig
 from casprof.devices import resolve_device
 from casprof.fidelity import FidelityReport, FidelitySettings, measure_settings_of, run_fidelity
@@ -98,6 +99,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--short", action="store_true", help="tiny network at 64x128, 5 genotypes, 2 rounds")
     parser.add_argument("--results", type=Path, default=None, help="output folder (default: benchmarks/results; --short: a temporary folder)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted check of the same profile and settings from its checkpoint "
+                             "(beside the profile, as `casprof fidelity --resume`)")
     args = parser.parse_args()
 
     hw = detect_hardware()
@@ -113,10 +117,16 @@ def main() -> None:
                                         retime_structure=args.retime_structure)
             results = args.results or RESULTS
         profile = Profile.load(profile_path)
-        report = run_fidelity(profile, hw, settings, profile_path=profile_path,
-                              build_workers=default_workers(profile.backend.threads or 1),
-                              progress=lambda e: print(f"  {e.stage}: {e.done}/{e.total} {e.detail}", flush=True)
-                              if e.done == e.total else None)
+        checkpoint = fidelity_checkpoint_path(Path(profile_path))
+        try:
+            report = run_fidelity(profile, hw, settings, profile_path=profile_path,
+                                  build_workers=default_workers(profile.backend.threads or 1),
+                                  progress=lambda e: print(f"  {e.stage}: {e.done}/{e.total} {e.detail}", flush=True)
+                                  if e.done == e.total else None, checkpoint=checkpoint, resume=args.resume)
+        except KeyboardInterrupt:
+            print(f"Interrupted; the finished blocks are kept in {checkpoint}: rerun with --resume to continue."
+                  if checkpoint.exists() else "Interrupted before any block was finished.", file=sys.stderr)
+            sys.exit(130)
         results.mkdir(parents=True, exist_ok=True)
         stem = result_stem(profile, hw.digest()) + ("_short" if args.short else "") + (f"_{args.tag}" if args.tag else "")
         paths = write_report(report, results, stem)

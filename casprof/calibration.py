@@ -432,18 +432,21 @@ def calibration_genotypes(profile: Profile, settings: CalibrationSettings) -> di
 
 def run_calibration(profile: Profile, hardware: HardwareFingerprint, settings: CalibrationSettings,
                     progress: ProgressCallback = lambda p: None, build_cache: BuildCache | None = None,
-                    build_workers: int = 1) -> Calibration:
+                    build_workers: int = 1, checkpoint: Path | None = None, resume: bool = False) -> Calibration:
     """Time the calibration networks on this machine and fit the profile's calibration
-    (``build_workers`` processes export the networks side by side first, see :mod:`casprof.prebuild`).
+    (``build_workers`` processes export the networks side by side first, see :mod:`casprof.prebuild`;
+    ``checkpoint`` and ``resume`` as for :func:`casprof.fidelity.run_fidelity`).
 
     Raises:
-        UserInputError: an estimated profile, or one made on other hardware.
+        UserInputError: an estimated profile, or one made on other hardware; a checkpoint made for
+            another calibration.
         BackendUnavailableError: the profile's backend cannot run here.
         MeasurementError: a network's anchored latency came out not positive (timing noise at a tiny size),
             or the baseline network ran further from c'_id than ``settings.max_drift_pct`` allows.
     """
     from casprof.fidelity import (build_networks_ahead, check_can_measure, derived_networks, derived_recipes,
-                                  measure_settings_of, network_blocks, resolved_anchored_ms, time_blocks)
+                                  measure_settings_of, network_blocks, open_checkpoint, resolved_anchored_ms,
+                                  time_blocks)
     from casprof.predict import predict
     from casprof.profile import Metric
 
@@ -453,11 +456,14 @@ def run_calibration(profile: Profile, hardware: HardwareFingerprint, settings: C
     named = {f"calibration-{s}": g for s, (_, g) in genotypes.items()}
     models = derived_networks(named, measure_settings_of(profile).seed)
     progress(Progress("building networks", 1, 1))
+    blocks = network_blocks(models, settings.block_size)
+    timing = {k: v for k, v in settings.to_dict().items() if k != "max_drift_pct"}  # judged after the timing
+    ckpt = open_checkpoint("calibrate", checkpoint, resume, profile, hardware, timing, blocks)
     with tempfile.TemporaryDirectory(prefix="casprof-calibration-built-") as tmp:
         ahead = build_networks_ahead(profile, models, derived_recipes(named, measure_settings_of(profile).seed), Path(tmp),
                                      count=False, build_cache=build_cache, workers=build_workers, progress=progress)
-        got = time_blocks(profile, hardware, network_blocks(models, settings.block_size), settings, progress, build_cache,
-                          exported=ahead.files)
+        got = time_blocks(profile, hardware, blocks, settings, progress, build_cache, exported=ahead.files, checkpoint=ckpt)
+    ckpt.discard()
     bare = dataclasses.replace(profile, calibration=None)
     lat = Metric.LATENCY_MS.value
     base = profile.baseline[lat].value

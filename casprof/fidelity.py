@@ -56,6 +56,7 @@ from casprof.backends.base import Backend, Runner, RunnerSpec
 from casprof.backends.cpu_memory import CpuAllocator
 from casprof.backends.memory_format import MemoryFormat
 from casprof.backends.onnxruntime_runner import SHARED_POOL
+from casprof.block_checkpoint import BlockCheckpoint, BlockTimes, checkpoint_key, content_digest
 from casprof.build_cache import BuildCache
 from casprof.calibration import baseline_drift_pct
 from casprof.devices import resolve_device
@@ -452,15 +453,6 @@ def _measure_settings(profile: Profile) -> MeasureSettings:
     )
 
 
-@dataclass
-class BlockTimes:
-    """What one block's rounds measured: per network and instance, times and bracket means."""
-
-    times: dict[str, tuple[list[float], ...]]
-    brackets: dict[str, tuple[list[float], ...]]
-    baseline: list[float]
-
-
 def time_networks(runners: dict[str, list[Runner]], baselines: Sequence[Runner], rounds: range, seed: int,
                   progress: ProgressCallback, into: BlockTimes | None = None) -> BlockTimes:
     """Interleaved, bracketed rounds (:func:`casprof.measure.time_bracketed`): ``B n1 B n2 ... B``
@@ -526,16 +518,21 @@ def run_fidelity(
     progress: ProgressCallback = lambda p: None,
     build_cache: BuildCache | None = None,
     build_workers: int = 1,
+    checkpoint: Path | None = None,
+    resume: bool = False,
 ) -> FidelityReport:
     """Measure the derived networks of ``settings`` and compare them with the profile's predictions.
 
     The networks' weights are drawn from the profile's seed, so the same genotype exports to the
     same ONNX file every time; ``build_cache`` supplies exports and counts made before, and
     ``build_workers`` processes make the others side by side before the timing (1: one after the
-    other in this process; see :mod:`casprof.prebuild`).
+    other in this process; see :mod:`casprof.prebuild`). Every finished (sweep, block) is kept in
+    ``checkpoint`` (if given) until the timing is complete; ``resume`` continues from it
+    (:mod:`casprof.block_checkpoint`).
 
     Raises:
-        UserInputError: an estimated profile, or one made on other hardware.
+        UserInputError: an estimated profile, or one made on other hardware; a checkpoint made
+            for another check.
         BackendUnavailableError: the profile's backend cannot run here.
         MeasurementError: a network's anchored latency came out not positive (timing noise at a tiny size).
     """
@@ -553,6 +550,7 @@ def run_fidelity(
         probes = {p.key: p for p in structure_probes(profile)}
         blocks.append(("structure probes", {k: build_probe(profile.network, p, seed) for k, p in probes.items()}))
         recipes.update({k: functools.partial(build_probe, profile.network, p, seed) for k, p in probes.items()})
+    ckpt = open_checkpoint("fidelity", checkpoint, resume, profile, hardware, settings.to_dict(), blocks, start)
     with tempfile.TemporaryDirectory(prefix="casprof-fidelity-built-") as tmp:
         ahead = build_networks_ahead(profile, {k: m for _, block in blocks for k, m in block.items()}, recipes,
                                      Path(tmp), count=True, build_cache=build_cache, workers=build_workers,
@@ -563,7 +561,9 @@ def run_fidelity(
             counts = ahead.counts[name] if name in ahead.counts else cached_counts(model, shape, build_cache)[0]
             exact[name] = (counts[Metric.MACS.value], counts[Metric.PARAMS.value])
         progress(Progress("counting parameters and MACs", len(models), len(models)))
-        got = time_blocks(profile, hardware, blocks, settings, progress, build_cache, exported=ahead.files)
+        got = time_blocks(profile, hardware, blocks, settings, progress, build_cache, exported=ahead.files,
+                          checkpoint=ckpt)
+    ckpt.discard()
     times, brackets = got.times, got.brackets
     uncalibrated = dataclasses.replace(profile, calibration=None) if profile.calibration is not None else None
     uniform = dataclasses.replace(profile, edge_model=None, calibration=None) if profile.edge_model is not None else None
@@ -585,8 +585,19 @@ def run_fidelity(
         )
         for c in candidates
     ]
-    return summarize(profile, results, settings, profile_path, time.perf_counter() - start,
-                     baseline_now_ms=float(np.median(got.baseline)), structure=terms)
+    report = summarize(profile, results, settings, profile_path, ckpt.elapsed(),
+                       baseline_now_ms=float(np.median(got.baseline)), structure=terms)
+    return dataclasses.replace(report, settings={**report.settings, "resumed_block_sweeps": ckpt.resumed_count})
+
+
+def open_checkpoint(command: str, path: Path | None, resume: bool, profile: Profile, hardware: HardwareFingerprint,
+                    settings: Mapping[str, Any], blocks: Sequence[tuple[str, Mapping[str, torch.nn.Module]]],
+                    started: float | None = None) -> BlockCheckpoint:
+    """The checkpoint of a check of ``profile`` that times ``blocks``: fresh, or with ``resume``
+    the one at ``path`` (refused if it was made for another check); see :meth:`BlockCheckpoint.open`."""
+    key = checkpoint_key(command, content_digest(profile.to_dict()), dict(settings),
+                         [(label, list(models)) for label, models in blocks], hardware.digest())
+    return BlockCheckpoint.open(path, key, resume, started)
 
 
 def network_blocks(models: dict[str, torch.nn.Module], block_size: int) -> list[tuple[str, dict[str, torch.nn.Module]]]:
@@ -624,21 +635,26 @@ def build_networks_ahead(profile: Profile, models: Mapping[str, torch.nn.Module]
 
 def time_blocks(profile: Profile, hardware: HardwareFingerprint, blocks: list[tuple[str, dict[str, torch.nn.Module]]],
                 plan: TimingPlan, progress: ProgressCallback, build_cache: BuildCache | None = None,
-                exported: Mapping[str, Path] | None = None) -> BlockTimes:
+                exported: Mapping[str, Path] | None = None, checkpoint: BlockCheckpoint | None = None) -> BlockTimes:
     """Time every block's networks on the profile's device, backend and settings, bracketed by the
     profile's baseline network, sweep after sweep; the blocks' times merged into one value
     (``build_cache``: ONNX exports made before are copied from it; ``exported``: networks' ONNX
-    files made before, e.g. by :func:`build_networks_ahead`, opened instead of exporting)."""
+    files made before, e.g. by :func:`build_networks_ahead`, opened instead of exporting).
+
+    ``checkpoint`` records every finished (sweep, block) and skips those it already holds
+    (:mod:`casprof.block_checkpoint`)."""
     device = resolve_device(profile.device, hardware)
     msettings = measure_settings_of(profile)
-    measured: dict[int, BlockTimes] = {}
+    ckpt = checkpoint if checkpoint is not None else BlockCheckpoint(None, {})
+    measured = ckpt.measured
     with tempfile.TemporaryDirectory(prefix="casprof-fidelity-") as tmp:
         spec = make_runner_spec(profile.network, msettings, device, Path(tmp), build_cache)
         runner = _Blocks(blocks, build_probe(profile.network, BASELINE, msettings.seed), msettings, spec, plan, progress,
                          dict(exported or {}))
         for sweep in range(plan.sweeps):
             for b in range(len(blocks)):
-                measured[b] = runner.measure(b, sweep, measured.get(b))
+                if not ckpt.is_done(sweep, b):
+                    ckpt.record(sweep, b, runner.measure(b, sweep, measured.get(b)))
     return BlockTimes({k: v for got in measured.values() for k, v in got.times.items()},
                       {k: v for got in measured.values() for k, v in got.brackets.items()},
                       [t for got in measured.values() for t in got.baseline])

@@ -88,7 +88,9 @@ def report_markdown(report: FidelityReport) -> str:
            f"profile ({report.baseline_drift_pct:+.1f} %: the machine's speed change since the profile; anchoring removes it from "
            f"the baseline's part, not from the operations' costs, whose level shift shows as the mean error)"]
           if report.baseline_drift_pct is not None else []),
-        f"- wall time {report.seconds:.0f} s · {report.created}",
+        f"- wall time {report.seconds:.0f} s · {report.created}"
+        + (f" (resumed after an interruption: {s['resumed_block_sweeps']} block sweep(s) timed before it, with their own "
+           "instances)" if s.get("resumed_block_sweeps") else ""),
         "",
         _HEAD,
         _RULE,

@@ -67,3 +67,12 @@ BuildWorkersOpt = Annotated[
         show_default=False,
     ),
 ]
+#: ``casprof measure``, ``fidelity`` and ``calibrate``: continue an interrupted run from its checkpoint.
+ResumeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--resume",
+        help="Continue an interrupted run of the same command and arguments from its checkpoint (measure: beside --out; "
+             "fidelity and calibrate: beside the profile); what it finished is not timed again.",
+    ),
+]

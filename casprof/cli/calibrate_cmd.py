@@ -11,9 +11,10 @@ import typer
 from casprof._io import ensure_parent_exists
 from casprof.calibration import MAX_BASELINE_DRIFT_PCT, CalibrationForm
 from casprof.cli._app import err_console
-from casprof.cli._options import BuildCacheOpt, BuildWorkersOpt, NetworkRoundsOpt, NetworkSweepsOpt, OutOpt, ProfileOpt, SeedOpt
+from casprof.cli._options import (BuildCacheOpt, BuildWorkersOpt, NetworkRoundsOpt, NetworkSweepsOpt, OutOpt, ProfileOpt,
+                                  ResumeOpt, SeedOpt)
 from casprof.cli._progress import stage_progress
-from casprof.cli.common import build_cache_for
+from casprof.cli.common import build_cache_for, resumable, writable_checkpoint
 from casprof.hardware import detect_hardware
 from casprof.prebuild import resolve_workers
 from casprof.profile import Metric, Profile
@@ -36,6 +37,7 @@ def calibrate(
         help="Refuse the calibration (exit 1, nothing written) when the baseline network's median time during it differs "
              "from the profile's c'_id by more than PCT %: the machine then runs at another speed than when the "
              "profile was made.")] = MAX_BASELINE_DRIFT_PCT,
+    resume: ResumeOpt = False,
 ) -> None:
     """Time random derived networks as `casprof fidelity` does and store the profile's latency calibration.
 
@@ -44,7 +46,8 @@ def calibrate(
     offset + (factor - 1) x (prediction - c'_id) to every latency prediction. Writes the calibrated
     profile to --out (default: the profile itself, replaced atomically). The networks' genotype
     seeds never meet a fidelity check's. Refused when the machine's speed has moved since the profile
-    (--max-drift).
+    (--max-drift). Finished blocks are kept in <profile>.calibration.partial.json until the timing is
+    done; --resume continues an interrupted calibration.
     """
     from casprof.calibration import CalibrationSettings, run_calibration
     from casprof.fidelity import check_can_measure
@@ -62,9 +65,10 @@ def calibrate(
     total = networks + settings.leverage_networks
     err_console.print(f"Calibrating [bold]{profile}[/] ({p.device}, {p.backend.name}/{p.backend.precision}, {h}x{w}) "
                       f"on {total} derived networks ({form.value})", highlight=False)
-    with stage_progress() as on_progress:
+    checkpoint = writable_checkpoint(calibration_checkpoint_path(profile))
+    with resumable(checkpoint, "blocks of networks", resume), stage_progress() as on_progress:
         cal = run_calibration(p, hardware, settings, progress=on_progress, build_cache=cache,
-                              build_workers=workers)
+                              build_workers=workers, checkpoint=checkpoint, resume=resume)
     dataclasses.replace(p, calibration=cal).save(target)
     typer.echo(f"{target}: latency calibration {cal.summary()}; baseline now {cal.baseline_now_ms:.3f} ms vs "
                f"c'_id {p.baseline[Metric.LATENCY_MS.value].value:.3f} ms.")
@@ -72,6 +76,11 @@ def calibrate(
         typer.echo(f"  seed {n.seed} ({n.kind.value}): predicted {n.predicted_ms:.3f} ms, measured {n.measured_ms:.3f} ms, "
                    f"residual {n.residual_ms:+.3f} ms, after calibration "
                    f"{n.residual_ms - cal.adjustment(n.predicted_ms - p.baseline[Metric.LATENCY_MS.value].value):+.3f} ms")
+
+
+def calibration_checkpoint_path(profile: Path) -> Path:
+    """Where an unfinished calibration of ``profile`` keeps its finished blocks."""
+    return profile.with_name(profile.name + ".calibration.partial.json")
 
 
 def register(app: typer.Typer) -> None:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import typer
 
 from casprof._io import read_json_file
 from casprof.build_cache import BuildCache, default_build_cache
@@ -35,3 +40,35 @@ def build_cache_line(profile_settings: dict[str, object], cache: BuildCache | No
         return f"Kept in the build cache {cache.root} for later measurements of the same networks: {built}."
     parts = [f"{v.get('cached', 0)} of {v.get('cached', 0) + v.get('built', 0)} {k}" for k, v in kinds.items()]
     return "From the build cache (built before, verified; nothing timed): " + ", ".join(parts) + "."
+
+
+def writable_checkpoint(path: Path) -> Path | None:
+    """``path`` if a checkpoint can be kept there; else None, after saying that this run cannot be resumed."""
+    from casprof.cli._app import err_console
+
+    folder = path.expanduser().resolve().parent
+    if folder.is_dir() and os.access(folder, os.W_OK | os.X_OK):
+        return path
+    err_console.print(f"The folder {folder} is not writable: no checkpoint is kept, so this run cannot be resumed "
+                      "if it is interrupted.", highlight=False)
+    return None
+
+
+@contextmanager
+def resumable(checkpoint: Path | None, finished: str, resume: bool) -> Iterator[None]:
+    """Say what ``--resume`` (``resume``) found, and turn an interruption (Ctrl-C) into one sentence
+    on what ``checkpoint`` kept and exit status 130."""
+    from casprof.cli._app import err_console
+
+    if resume and checkpoint is not None:
+        err_console.print(f"Resuming from {checkpoint}." if checkpoint.exists()
+                          else f"No checkpoint {checkpoint} to resume from: starting afresh.", highlight=False)
+    try:
+        yield
+    except KeyboardInterrupt:
+        if checkpoint is not None and checkpoint.exists():
+            err_console.print(f"Interrupted; the finished {finished} are kept in {checkpoint}. "
+                              "Run the same command with --resume to continue.", highlight=False)
+        else:
+            err_console.print(f"Interrupted before any {finished} were finished; nothing to resume.", highlight=False)
+        raise typer.Exit(130) from None

@@ -8,9 +8,10 @@ from typing import Annotated, Optional
 import typer
 
 from casprof.cli._app import err_console
-from casprof.cli._options import BuildCacheOpt, BuildWorkersOpt, NetworkRoundsOpt, NetworkSweepsOpt, ProfileOpt, SeedOpt
+from casprof.cli._options import (BuildCacheOpt, BuildWorkersOpt, NetworkRoundsOpt, NetworkSweepsOpt, ProfileOpt, ResumeOpt,
+                                  SeedOpt)
 from casprof.cli._progress import stage_progress
-from casprof.cli.common import build_cache_for
+from casprof.cli.common import build_cache_for, resumable, writable_checkpoint
 from casprof.errors import UserInputError
 from casprof.hardware import detect_hardware
 from casprof.prebuild import resolve_workers
@@ -30,6 +31,7 @@ def fidelity(
     report: Annotated[Optional[Path], typer.Option("--report", help="Folder for fidelity.json, .md and .png (must exist).", show_default=False)] = None,
     build_cache: BuildCacheOpt = True,
     build_workers: BuildWorkersOpt = None,
+    resume: ResumeOpt = False,
 ) -> None:
     """Measure random derived networks on this machine and compare with the profile's predictions.
 
@@ -62,14 +64,20 @@ def fidelity(
         + (" + 2 extremes" if extremes else ""),
         highlight=False,
     )
-    with stage_progress() as on_progress:
+    checkpoint = writable_checkpoint(fidelity_checkpoint_path(profile))
+    with resumable(checkpoint, "blocks of networks", resume), stage_progress() as on_progress:
         result = run_fidelity(p, hardware, settings, profile_path=profile, progress=on_progress, build_cache=cache,
-                              build_workers=workers)
+                              build_workers=workers, checkpoint=checkpoint, resume=resume)
     md = report_markdown(result)
     if report is not None:
         paths = write_report(result, report)
         err_console.print("Wrote " + ", ".join(str(v) for v in paths.values()), highlight=False)
     typer.echo(md, nl=False)
+
+
+def fidelity_checkpoint_path(profile: Path) -> Path:
+    """Where an unfinished fidelity check of ``profile`` keeps its finished blocks."""
+    return profile.with_name(profile.name + ".fidelity.partial.json")
 
 
 def register(app: typer.Typer) -> None:

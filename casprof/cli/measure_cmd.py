@@ -13,9 +13,9 @@ from casprof.backends.base import Backend, Precision
 from casprof.backends.cpu_memory import KEEP_ONLY_TORCH_ON_CPU, CpuAllocator
 from casprof.backends.memory_format import MemoryFormat
 from casprof.cli._app import err_console, out_console
-from casprof.cli._options import BackendOpt, BuildCacheOpt, BuildWorkersOpt, CpuAllocatorOpt, DeviceOpt, MemoryFormatOpt, NetworkOpt, OutOpt, PrecisionOpt, ResolutionOpt, SeedOpt
+from casprof.cli._options import BackendOpt, BuildCacheOpt, BuildWorkersOpt, CpuAllocatorOpt, DeviceOpt, MemoryFormatOpt, NetworkOpt, OutOpt, PrecisionOpt, ResolutionOpt, ResumeOpt, SeedOpt
 from casprof.cli._progress import stage_progress
-from casprof.cli.common import build_cache_for, build_cache_line, load_network_config
+from casprof.cli.common import build_cache_for, build_cache_line, load_network_config, resumable
 from casprof.config import NetworkConfig, parse_resolution
 from casprof.devices import DeviceKind, get_device, resolve_device
 from casprof.display import profile_table
@@ -38,7 +38,7 @@ def measure(
     precision: PrecisionOpt = Precision.FP32,
     resolution: ResolutionOpt = "768x1536",
     out: OutOpt = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted measurement of the same --out.")] = False,
+    resume: ResumeOpt = False,
     rounds: Annotated[int, typer.Option("--rounds", help="Measurement rounds per cell type.")] = 18,
     threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads (default: all cores this process may use).", show_default=False)] = None,
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs of each network before the first round.")] = 2,
@@ -109,13 +109,9 @@ def measure(
         f"at {h}x{w}, {settings.threads} thread(s), {rounds} rounds → {out}",
         highlight=False,
     )
-    with stage_progress() as on_progress:
-        try:
-            profile = run_measurement(config, settings, resolved, hardware, out=out, resume=resume, progress=on_progress,
-                                      build_cache=cache, build_workers=workers)
-        except KeyboardInterrupt:
-            err_console.print(f"Interrupted; finished rounds are kept in {checkpoint_path(out)}. Resume with --resume.")
-            raise typer.Exit(130) from None
+    with resumable(checkpoint_path(out), "rounds", resume), stage_progress() as on_progress:
+        profile = run_measurement(config, settings, resolved, hardware, out=out, resume=resume, progress=on_progress,
+                                  build_cache=cache, build_workers=workers)
     out_console.print(profile_table(profile))
     line = build_cache_line(profile.settings, cache)
     if line:
