@@ -150,6 +150,7 @@ class FidelitySettings:
         return {"samples": self.samples, "seed": self.seed, "rounds": self.rounds, "extremes": self.extremes,
                 "instances": INSTANCES, "block_size": self.block_size, "baseline_instances": self.baseline_instances,
                 "sweeps": self.sweeps, "retime_structure": self.retime_structure,
+                "baseline_instances_opened": "once per sweep", "block_order": "seeded; reversed in odd sweeps, rotated every two",
                 "measured": "anchored: c'_id of the profile + median over rounds of (network time - mean of the two "
                             "baseline runs that bracket it); raw: median of the network's times"}
 
@@ -481,7 +482,12 @@ class _Blocks:
     """Opens, warms up and times the check's blocks, one at a time, sweep after sweep.
 
     ``exported`` keeps every network's ONNX file from its first opening, so a later sweep opens
-    new sessions on the same file instead of exporting again.
+    new sessions on the same file instead of exporting again. The baseline instances serve every
+    block of a sweep, as in a profile (:func:`casprof.measure.run_measurement`): opened and warmed
+    up by the sweep's first block, they join the interleaved warm-up passes of the later ones.
+    Opened once per block instead, each block's anchor was its own set of instances, and in one
+    PyTorch check the blocks' bracket medians ranged over 161-182 ms with the block means of the
+    errors following them (README, Fidelity).
     """
 
     blocks: list[tuple[str, dict[str, torch.nn.Module]]]  # (label, networks)
@@ -492,21 +498,39 @@ class _Blocks:
     progress: ProgressCallback
     exported: dict[str, Path] = field(default_factory=dict)
 
-    def measure(self, index: int, sweep: int, into: BlockTimes | None) -> BlockTimes:
-        """Run block ``index``'s rounds of sweep ``sweep``; its sessions are closed on return."""
+    def measure(self, index: int, sweep: int, into: BlockTimes | None, baselines: list[Runner],
+                sweep_stack: ExitStack) -> BlockTimes:
+        """Run block ``index``'s rounds of sweep ``sweep``; its sessions are closed on return, the
+        sweep's ``baselines`` (opened on ``sweep_stack`` if still empty) stay open."""
         s = self.settings
         label, models = self.blocks[index]
         where = label + (f", sweep {sweep + 1}/{s.sweeps}" if s.sweeps > 1 else "")
         with ExitStack() as stack:
             runners: dict[str, list[Runner]] = {}
             for i, (name, model) in enumerate(models.items()):
-                self.progress(Progress(f"preparing networks ({where})", i, len(models), name))
+                self.progress(Progress(f"preparing networks ({where})", i, len(models) + 1, name))
                 runners[name] = open_reusing(stack, name, model, self.msettings, self.spec, None, self.exported)
-            baselines = open_reusing(stack, BASELINE.key, self.baseline, self.msettings, self.spec, s.baseline_instances,
-                                     self.exported)
-            warm_up({**runners, BASELINE.key: baselines}, self.msettings, f"warming up ({where})",
-                    f"fidelity/{s.seed}/{index}/{sweep}", self.progress)
+            fresh = not baselines
+            if fresh:
+                self.progress(Progress(f"preparing networks ({where})", len(models), len(models) + 1, BASELINE.key))
+                baselines.extend(open_reusing(sweep_stack, BASELINE.key, self.baseline, self.msettings, self.spec,
+                                              s.baseline_instances, self.exported))
+            self.progress(Progress(f"preparing networks ({where})", len(models) + 1, len(models) + 1))
+            warm_up({**runners, **({BASELINE.key: baselines} if fresh else {})}, self.msettings, f"warming up ({where})",
+                    f"fidelity/{s.seed}/{index}/{sweep}", self.progress, warmed=None if fresh else {BASELINE.key: baselines})
             return time_networks(runners, baselines, s.sweep_rounds(sweep), s.seed * 1000 + index, self.progress, into)
+
+
+def block_order(blocks: int, seed: int, sweep: int) -> list[int]:
+    """The order in which sweep ``sweep`` times the blocks: a seeded order, rotated by one place
+    every two sweeps, and reversed in every odd sweep, so that over each pair of sweeps every
+    block holds the same mean place. Timed in the same order every sweep, the first block of every
+    sweep came out 4-7 % lower than the last in most PyTorch checks of 29 Nov (README, Fidelity)."""
+    base = list(range(blocks))
+    random.Random(f"fidelity/{seed}/blocks").shuffle(base)
+    k = (sweep // 2) % max(blocks, 1)
+    order = base[k:] + base[:k]
+    return order[::-1] if sweep % 2 else order
 
 
 def run_fidelity(
@@ -637,7 +661,8 @@ def time_blocks(profile: Profile, hardware: HardwareFingerprint, blocks: list[tu
                 plan: TimingPlan, progress: ProgressCallback, build_cache: BuildCache | None = None,
                 exported: Mapping[str, Path] | None = None, checkpoint: BlockCheckpoint | None = None) -> BlockTimes:
     """Time every block's networks on the profile's device, backend and settings, bracketed by the
-    profile's baseline network, sweep after sweep; the blocks' times merged into one value
+    profile's baseline network (its instances opened once per sweep), sweep after sweep, the blocks in a
+    seeded order reversed every other sweep (:func:`block_order`); the blocks' times merged into one value
     (``build_cache``: ONNX exports made before are copied from it; ``exported``: networks' ONNX
     files made before, e.g. by :func:`build_networks_ahead`, opened instead of exporting).
 
@@ -652,9 +677,11 @@ def time_blocks(profile: Profile, hardware: HardwareFingerprint, blocks: list[tu
         runner = _Blocks(blocks, build_probe(profile.network, BASELINE, msettings.seed), msettings, spec, plan, progress,
                          dict(exported or {}))
         for sweep in range(plan.sweeps):
-            for b in range(len(blocks)):
-                if not ckpt.is_done(sweep, b):
-                    ckpt.record(sweep, b, runner.measure(b, sweep, measured.get(b)))
+            with ExitStack() as sweep_stack:
+                baselines: list[Runner] = []  # the sweep's, opened by the first block it times
+                for b in block_order(len(blocks), plan.seed, sweep):
+                    if not ckpt.is_done(sweep, b):
+                        ckpt.record(sweep, b, runner.measure(b, sweep, measured.get(b), baselines, sweep_stack))
     return BlockTimes({k: v for got in measured.values() for k, v in got.times.items()},
                       {k: v for got in measured.values() for k, v in got.brackets.items()},
                       [t for got in measured.values() for t in got.baseline])

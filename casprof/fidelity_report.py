@@ -81,7 +81,9 @@ def report_markdown(report: FidelityReport) -> str:
         + f"; each timed {s['rounds']} times in interleaved rounds"
         + (f" spread over {s['sweeps']} sweeps over all blocks (new instances in each)" if s.get("sweeps", 1) > 1 else "")
         + f", alternating between {s['instances']} instances, "
-        f"every run bracketed by runs of the profile's baseline network ({s.get('baseline_instances', 1)} instances, rotated)",
+        f"every run bracketed by runs of the profile's baseline network ({s.get('baseline_instances', 1)} instances, rotated"
+        + (", opened once per sweep" if s.get("baseline_instances_opened") == "once per sweep" else "") + ")"
+        + ("; the blocks in a seeded order, reversed in every other sweep" if "block_order" in s else ""),
         "- measured = anchored, as the profile measures c_o: c'_id of the profile + median over rounds of (network time − "
         "mean of the two baseline runs around it); m1, m2 = the same per instance (two independent measurements)",
         *([f"- baseline network now {report.baseline_now_ms:.2f} ms vs c'_id {report.baseline_profile_ms:.2f} ms in the "

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from casprof.cli.app import app
-from casprof.fidelity import FidelitySettings, draw_candidates
+from casprof.fidelity import FidelitySettings, block_order, draw_candidates
 from casprof.fidelity_metrics import agreement, linear_fit, proxy_agreement, retest_error, retest_kendall_tau
 from casprof.fidelity_report import report_markdown
 from casprof.hardware import HardwareFingerprint
@@ -313,8 +313,10 @@ def test_every_block_is_measured_once_per_sweep(tiny_profile_path: Path) -> None
     settings = FidelitySettings(samples=7, seed=1, rounds=8, block_size=4, sweeps=2, retime_structure=True, extremes=False)
     report = run_fidelity(p, detect_hardware(), settings, progress=lambda e: stages.append(e.stage))
     blocks = list(dict.fromkeys(s[s.index("(") + 1:s.index(")")] for s in stages if s.startswith("warming up")))
-    assert blocks == ["block 1/2, sweep 1/2", "block 2/2, sweep 1/2", "structure probes, sweep 1/2",
-                      "block 1/2, sweep 2/2", "block 2/2, sweep 2/2", "structure probes, sweep 2/2"]
+    labels = ["block 1/2", "block 2/2", "structure probes"]
+    # every block once per sweep, the second sweep in the reverse order of the first
+    assert blocks == [f"{labels[b]}, sweep {k + 1}/2" for k in range(2) for b in block_order(3, 1, k)]
+    assert block_order(3, 1, 1) == block_order(3, 1, 0)[::-1]
     assert all(len(r.samples_ms[0]) == len(r.samples_ms[1]) == 4 for r in report.networks)  # 8 rounds, 2 instances
     assert report.settings["sweeps"] == 2 and report.settings["retime_structure"] is True
     # the structure probes were timed in the same rounds: every term of the profile's edge model, 8 samples each
@@ -383,3 +385,29 @@ def test_a_network_swamped_by_its_brackets_exits_1_with_one_sentence_and_writes_
     assert "Error: Network '" in result.output and "after anchoring" in result.output and "more --rounds" in result.output
     assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)  # the CLI's exit, not the error
     assert list(out.iterdir()) == []
+
+
+def test_block_orders_balance_every_blocks_place_over_each_pair_of_sweeps() -> None:
+    for n in (1, 2, 4, 5):
+        for seed in (0, 7):
+            orders = [block_order(n, seed, k) for k in range(6)]
+            assert all(sorted(o) == list(range(n)) for o in orders)
+            for k in range(0, 6, 2):  # a sweep and the next: one order and its reverse, so equal mean places
+                assert orders[k + 1] == orders[k][::-1]
+            assert block_order(n, seed, 0) == orders[0]  # seeded: the same every time
+    assert block_order(4, 0, 2) != block_order(4, 0, 0)  # the next pair starts elsewhere
+
+
+def test_the_baseline_instances_are_opened_once_per_sweep_for_all_its_blocks(tiny_profile_path: Path) -> None:
+    from casprof.fidelity import run_fidelity
+    from casprof.hardware import detect_hardware
+
+    events: list[tuple[str, str]] = []
+    settings = FidelitySettings(samples=6, seed=1, rounds=4, block_size=2, sweeps=2, extremes=False)  # 3 blocks
+    run_fidelity(Profile.load(tiny_profile_path), detect_hardware(), settings,
+                 progress=lambda e: events.append((e.stage, e.detail)))
+    opened = [stage for stage, detail in events if stage.startswith("preparing networks") and detail == "baseline"]
+    firsts = [f"preparing networks (block {block_order(3, 1, k)[0] + 1}/3, sweep {k + 1}/2)" for k in range(2)]
+    assert opened == firsts  # by the first block of each sweep only; the others reuse them
+    warmed = [stage for stage, detail in events if stage.startswith("warming up (") and detail == "baseline"]
+    assert warmed == [f"warming up{f[len('preparing networks'):]}" for f in firsts]

@@ -40,6 +40,13 @@ def _blocks(stages: list[str]) -> list[str]:
     return list(dict.fromkeys(s[s.index("(") + 1:s.index(")")] for s in stages if s.startswith("warming up")))
 
 
+def _order(blocks: int, seed: int) -> list[str]:
+    """The (block, sweep) labels of a 2-sweep check in the order it times them."""
+    from casprof.fidelity import block_order
+
+    return [f"block {b + 1}/{blocks}, sweep {k + 1}/2" for k in range(2) for b in block_order(blocks, seed, k)]
+
+
 def test_block_times_and_checkpoint_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "c.json"
     key = checkpoint_key("fidelity", "abc", {"seed": 1}, [("block 1/1", ["a", "b"])], "hw")
@@ -79,20 +86,21 @@ def test_an_interrupted_fidelity_check_resumes_without_timing_finished_blocks_ag
     profile = Profile.load(tiny_profile_path)
     hw = detect_hardware()
     ckpt = tmp_path / "check.partial.json"
-    # 5 networks in blocks of 3 and 2, 2 sweeps: 4 (sweep, block) timings
+    # 5 networks in blocks of 3 and 2, 2 sweeps: 4 (sweep, block) timings, in this order
     settings = FidelitySettings(samples=5, seed=2, rounds=8, sweeps=2, block_size=3, extremes=False)
+    labels = _order(2, 2)
     first: list[str] = []
     with pytest.raises(KeyboardInterrupt):
-        run_fidelity(profile, hw, settings, checkpoint=ckpt, progress=_interrupt_at("warming up (block 1/2, sweep 2/2)", first))
-    assert _blocks(first) == ["block 1/2, sweep 1/2", "block 2/2, sweep 1/2", "block 1/2, sweep 2/2"]
+        run_fidelity(profile, hw, settings, checkpoint=ckpt, progress=_interrupt_at(f"warming up ({labels[2]})", first))
+    assert _blocks(first) == labels[:3]
     kept = json.loads(ckpt.read_text())
-    assert kept["done"] == [[0, 0], [0, 1]]
+    assert kept["done"] == [[0, 0], [0, 1]]  # the first sweep, both blocks
     kept_times = {k: v for block in kept["measured"].values() for k, v in block["times"].items()}
     assert len(kept_times) == 5 and all(len(a) == len(b) == 2 for a, b in kept_times.values())  # rounds 0-3: 2 per instance
 
     again: list[str] = []
     report = run_fidelity(profile, hw, settings, checkpoint=ckpt, resume=True, progress=lambda e: again.append(e.stage))
-    assert _blocks(again) == ["block 1/2, sweep 2/2", "block 2/2, sweep 2/2"]  # sweep 1 is not timed again
+    assert _blocks(again) == labels[2:]  # sweep 1 is not timed again
     assert not ckpt.exists() and report.settings["resumed_block_sweeps"] == 2
     for r in report.networks:  # the first sweep's times are the kept ones, the second sweep's follow them
         assert [list(s[:2]) for s in r.samples_ms] == kept_times[r.name]
@@ -108,7 +116,7 @@ def test_resuming_with_other_settings_is_refused_before_anything_is_timed(tiny_p
     profile, hw, ckpt = Profile.load(tiny_profile_path), detect_hardware(), tmp_path / "check.partial.json"
     settings = FidelitySettings(samples=5, seed=2, rounds=4, sweeps=2, block_size=3, extremes=False)
     with pytest.raises(KeyboardInterrupt):
-        run_fidelity(profile, hw, settings, checkpoint=ckpt, progress=_interrupt_at("warming up (block 2/2", []))
+        run_fidelity(profile, hw, settings, checkpoint=ckpt, progress=_interrupt_at(f"warming up ({_order(2, 2)[1]})", []))
     stages: list[str] = []
     with pytest.raises(UserInputError, match=r"\(its settings differ\)"):
         run_fidelity(profile, hw, FidelitySettings(samples=5, seed=3, rounds=4, sweeps=2, block_size=3, extremes=False),
@@ -123,15 +131,18 @@ def test_an_interrupted_calibration_resumes(tiny_profile_path: Path, tmp_path: P
     profile, hw, ckpt = Profile.load(tiny_profile_path), detect_hardware(), tmp_path / "cal.partial.json"
     settings = CalibrationSettings(networks=4, seed=3, rounds=8, sweeps=2, block_size=2, max_drift_pct=1000)
     first: list[str] = []
+    labels = _order(2, 3)
     with pytest.raises(KeyboardInterrupt):
-        run_calibration(profile, hw, settings, checkpoint=ckpt, progress=_interrupt_at("warming up (block 2/2, sweep 2/2)", first))
-    assert json.loads(ckpt.read_text())["done"] == [[0, 0], [0, 1], [1, 0]]
+        run_calibration(profile, hw, settings, checkpoint=ckpt, progress=_interrupt_at(f"warming up ({labels[3]})", first))
+    assert _blocks(first) == labels
+    second_sweeps_first = int(labels[2].split()[1].split("/")[0]) - 1
+    assert json.loads(ckpt.read_text())["done"] == sorted([[0, 0], [0, 1], [1, second_sweeps_first]])
     again: list[str] = []
     # another --max-drift is judged after the timing: the checkpoint still fits
     cal = run_calibration(profile, hw, CalibrationSettings(networks=4, seed=3, rounds=8, sweeps=2, block_size=2,
                                                            max_drift_pct=2000),
                           checkpoint=ckpt, resume=True, progress=lambda e: again.append(e.stage))
-    assert _blocks(again) == ["block 2/2, sweep 2/2"] and not ckpt.exists()
+    assert _blocks(again) == labels[3:] and not ckpt.exists()
     assert len(cal.networks) == 4 and all(n.measured_ms > 0 for n in cal.networks)
 
 
