@@ -160,7 +160,10 @@ def test_ctrl_c_on_the_console_script_keeps_the_finished_blocks_and_resume_finis
     common = [str(exe), command, "--profile", str(profile), "--rounds", "200", "--sweeps", "2", "--build-workers", "1"]
     args = (["--samples", "5", "--no-extremes", "--no-retime-structure", "--report", str(out)] if command == "fidelity"
             else ["--networks", "3", "--max-drift", "1000", "--out", str(out / "calibrated.json")])
-    proc = subprocess.Popen([*common, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a process started in the background of a non-interactive shell inherits SIGINT ignored, and Python then sets
+    # no KeyboardInterrupt handler: give the child the default disposition, as a terminal's foreground job has
+    proc = subprocess.Popen([*common, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
