@@ -25,7 +25,8 @@ from pathlib import Path
 
 from casprof._io import atomic_write_json, atomic_write_text
 from casprof.backends.base import Backend
-from casprof.cli.fidelity_cmd import fidelity_checkpoint_path
+from casprof.block_checkpoint import checkpoint_beside
+from casprof.cli.common import resumable
 from casprof.config import NetworkConfig
 from casprof.devices import resolve_device
 from casprof.fidelity import FidelityReport, FidelitySettings, measure_settings_of, run_fidelity
@@ -117,16 +118,12 @@ def main() -> None:
                                         retime_structure=args.retime_structure)
             results = args.results or RESULTS
         profile = Profile.load(profile_path)
-        checkpoint = fidelity_checkpoint_path(Path(profile_path))
-        try:
+        checkpoint = checkpoint_beside(Path(profile_path), "fidelity")
+        with resumable(checkpoint, "blocks of networks", args.resume):
             report = run_fidelity(profile, hw, settings, profile_path=profile_path,
                                   build_workers=default_workers(profile.backend.threads or 1),
                                   progress=lambda e: print(f"  {e.stage}: {e.done}/{e.total} {e.detail}", flush=True)
                                   if e.done == e.total else None, checkpoint=checkpoint, resume=args.resume)
-        except KeyboardInterrupt:
-            print(f"Interrupted; the finished blocks are kept in {checkpoint}: rerun with --resume to continue."
-                  if checkpoint.exists() else "Interrupted before any block was finished.", file=sys.stderr)
-            sys.exit(130)
         results.mkdir(parents=True, exist_ok=True)
         stem = result_stem(profile, hw.digest()) + ("_short" if args.short else "") + (f"_{args.tag}" if args.tag else "")
         paths = write_report(report, results, stem)

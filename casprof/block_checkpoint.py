@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from casprof import __version__
-from casprof._io import atomic_write_json, read_json_file
+from casprof._io import atomic_write_json, check_schema_version, read_json_file
 from casprof.errors import UserInputError
 
 CHECKPOINT_VERSION = 1
@@ -48,6 +48,11 @@ class BlockTimes:
             return {str(k): tuple([float(t) for t in x] for x in v) for k, v in m.items()}
 
         return cls(per_instance(d["times"]), per_instance(d["brackets"]), [float(t) for t in d["baseline"]])
+
+
+def checkpoint_beside(profile: Path, check: str) -> Path:
+    """Where an unfinished ``check`` (``fidelity`` or ``calibration``) of ``profile`` keeps its finished blocks."""
+    return profile.with_name(f"{profile.name}.{check}.partial.json")
 
 
 def content_digest(obj: Any) -> str:
@@ -93,8 +98,7 @@ class BlockCheckpoint:
             return cls(None if path is None else Path(path), key, _opened=opened)
         raw = read_json_file(path, "checkpoint")
         try:
-            if raw["version"] != CHECKPOINT_VERSION:
-                raise KeyError("version")
+            check_schema_version(raw, "checkpoint", CHECKPOINT_VERSION)
             made = raw["key"]
             measured = {int(b): BlockTimes.from_dict(t) for b, t in raw["measured"].items()}
             done = {(int(s), int(b)) for s, b in raw["done"]}
@@ -121,7 +125,7 @@ class BlockCheckpoint:
         self.done.add((sweep, block))
         if self.path is not None:
             atomic_write_json(self.path, {
-                "version": CHECKPOINT_VERSION, "key": self.key, "seconds": self.elapsed(),
+                "schema_version": CHECKPOINT_VERSION, "key": self.key, "seconds": self.elapsed(),
                 "done": sorted([s, b] for s, b in self.done),
                 "measured": {str(b): t.to_dict() for b, t in sorted(self.measured.items())},
             })

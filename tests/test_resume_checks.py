@@ -71,7 +71,8 @@ def test_a_checkpoint_of_another_check_or_a_broken_one_is_refused(tmp_path: Path
     other = checkpoint_key("fidelity", "abd", {"seed": 2}, [("block 1/1", ["a"])], "hw")
     with pytest.raises(UserInputError, match=r"does not fit this run \(its profile and settings differ\); rerun without --resume"):
         BlockCheckpoint.open(path, other, resume=True)
-    for text in ("{", json.dumps({"version": 1, "key": key}), json.dumps({**json.loads(path.read_text()), "version": 99})):
+    for text in ("{", json.dumps({"schema_version": 1, "key": key}), json.dumps({**json.loads(path.read_text()), "schema_version": 99}),
+                 json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "schema_version"})):
         path.write_text(text)
         with pytest.raises(UserInputError, match="checkpoint"):
             BlockCheckpoint.open(path, key, resume=True)

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from casprof._io import ensure_parent_exists
+from casprof.block_checkpoint import checkpoint_beside
 from casprof.calibration import MAX_BASELINE_DRIFT_PCT, CalibrationForm
 from casprof.cli._app import err_console
 from casprof.cli._options import (BuildCacheOpt, BuildWorkersOpt, NetworkRoundsOpt, NetworkSweepsOpt, OutOpt, ProfileOpt,
@@ -65,7 +66,7 @@ def calibrate(
     total = networks + settings.leverage_networks
     err_console.print(f"Calibrating [bold]{profile}[/] ({p.device}, {p.backend.name}/{p.backend.precision}, {h}x{w}) "
                       f"on {total} derived networks ({form.value})", highlight=False)
-    checkpoint = writable_checkpoint(calibration_checkpoint_path(profile))
+    checkpoint = writable_checkpoint(checkpoint_beside(profile, "calibration"))
     with resumable(checkpoint, "blocks of networks", resume), stage_progress() as on_progress:
         cal = run_calibration(p, hardware, settings, progress=on_progress, build_cache=cache,
                               build_workers=workers, checkpoint=checkpoint, resume=resume)
@@ -76,11 +77,6 @@ def calibrate(
         typer.echo(f"  seed {n.seed} ({n.kind.value}): predicted {n.predicted_ms:.3f} ms, measured {n.measured_ms:.3f} ms, "
                    f"residual {n.residual_ms:+.3f} ms, after calibration "
                    f"{n.residual_ms - cal.adjustment(n.predicted_ms - p.baseline[Metric.LATENCY_MS.value].value):+.3f} ms")
-
-
-def calibration_checkpoint_path(profile: Path) -> Path:
-    """Where an unfinished calibration of ``profile`` keeps its finished blocks."""
-    return profile.with_name(profile.name + ".calibration.partial.json")
 
 
 def register(app: typer.Typer) -> None:

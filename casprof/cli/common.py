@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import typer
-
-from casprof._io import read_json_file
+from casprof._io import ensure_parent_exists, read_json_file
 from casprof.build_cache import BuildCache, default_build_cache
 from casprof.config import DEFAULT_CONFIG, NetworkConfig
+from casprof.errors import UserInputError
 
 
 def load_network_config(path: Path | None) -> NetworkConfig:
@@ -43,21 +41,24 @@ def build_cache_line(profile_settings: dict[str, object], cache: BuildCache | No
 
 
 def writable_checkpoint(path: Path) -> Path | None:
-    """``path`` if a checkpoint can be kept there; else None, after saying that this run cannot be resumed."""
+    """``path`` if a checkpoint can be kept there (:func:`casprof._io.ensure_parent_exists`); else None,
+    after saying why and that this run cannot be resumed."""
     from casprof.cli._app import err_console
 
-    folder = path.expanduser().resolve().parent
-    if folder.is_dir() and os.access(folder, os.W_OK | os.X_OK):
-        return path
-    err_console.print(f"The folder {folder} is not writable: no checkpoint is kept, so this run cannot be resumed "
-                      "if it is interrupted.", highlight=False)
-    return None
+    try:
+        ensure_parent_exists(path)
+    except UserInputError as exc:
+        err_console.print(f"{exc} No checkpoint is kept, so this run cannot be resumed if it is interrupted.",
+                          highlight=False)
+        return None
+    return path
 
 
 @contextmanager
 def resumable(checkpoint: Path | None, finished: str, resume: bool) -> Iterator[None]:
     """Say what ``--resume`` (``resume``) found, and turn an interruption (Ctrl-C) into one sentence
-    on what ``checkpoint`` kept and exit status 130."""
+    on what ``checkpoint`` kept and exit status 130 (``SystemExit``, so that scripts outside the CLI
+    can use it as well)."""
     from casprof.cli._app import err_console
 
     if resume and checkpoint is not None:
@@ -71,4 +72,4 @@ def resumable(checkpoint: Path | None, finished: str, resume: bool) -> Iterator[
                               "Run the same command with --resume to continue.", highlight=False)
         else:
             err_console.print(f"Interrupted before any {finished} were finished; nothing to resume.", highlight=False)
-        raise typer.Exit(130) from None
+        raise SystemExit(130) from None

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from casprof.block_checkpoint import checkpoint_beside
 from casprof.cli._app import err_console
 from casprof.cli._options import (BuildCacheOpt, BuildWorkersOpt, NetworkRoundsOpt, NetworkSweepsOpt, ProfileOpt, ResumeOpt,
                                   SeedOpt)
@@ -64,7 +65,7 @@ def fidelity(
         + (" + 2 extremes" if extremes else ""),
         highlight=False,
     )
-    checkpoint = writable_checkpoint(fidelity_checkpoint_path(profile))
+    checkpoint = writable_checkpoint(checkpoint_beside(profile, "fidelity"))
     with resumable(checkpoint, "blocks of networks", resume), stage_progress() as on_progress:
         result = run_fidelity(p, hardware, settings, profile_path=profile, progress=on_progress, build_cache=cache,
                               build_workers=workers, checkpoint=checkpoint, resume=resume)
@@ -73,11 +74,6 @@ def fidelity(
         paths = write_report(result, report)
         err_console.print("Wrote " + ", ".join(str(v) for v in paths.values()), highlight=False)
     typer.echo(md, nl=False)
-
-
-def fidelity_checkpoint_path(profile: Path) -> Path:
-    """Where an unfinished fidelity check of ``profile`` keeps its finished blocks."""
-    return profile.with_name(profile.name + ".fidelity.partial.json")
 
 
 def register(app: typer.Typer) -> None:
