@@ -35,6 +35,7 @@ from casprof.fidelity_metrics import Agreement
 from casprof.fidelity_report import report_markdown, write_report
 from casprof.hardware import HardwareFingerprint, detect_hardware
 from casprof.measure import MeasureSettings, run_measurement
+from casprof.measure import Progress as ProgressEvent
 from casprof.profile import Profile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +43,11 @@ RESULTS = ROOT / "benchmarks" / "results"
 TINY = NetworkConfig(stem_channels=(4, 4, 8), channels=4, ms_channels=4, num_classes=5)  # tests/conftest.py
 
 TARGETS = {"mape_pct": 3.0, "within_5": 0.95, "kendall_tau": 0.9, "mape_to_retest": 1.5}
+
+
+def print_finished_stages(event: ProgressEvent) -> None:
+    if event.done == event.total:
+        print(f"  {event.stage}: {event.done}/{event.total} {event.detail}", flush=True)
 
 
 def targets(report: FidelityReport) -> list[dict]:
@@ -119,11 +125,11 @@ def main() -> None:
             results = args.results or RESULTS
         profile = Profile.load(profile_path)
         checkpoint = checkpoint_beside(Path(profile_path), "fidelity")
-        with resumable(checkpoint, "blocks of networks", args.resume):
+        with resumable(checkpoint, "blocks of networks", args.resume) as interrupts:
             report = run_fidelity(profile, hw, settings, profile_path=profile_path,
                                   build_workers=default_workers(profile.backend.threads or 1),
-                                  progress=lambda e: print(f"  {e.stage}: {e.done}/{e.total} {e.detail}", flush=True)
-                                  if e.done == e.total else None, checkpoint=checkpoint, resume=args.resume)
+                                  progress=interrupts.checked(print_finished_stages), checkpoint=checkpoint,
+                                  resume=args.resume)
         results.mkdir(parents=True, exist_ok=True)
         stem = result_stem(profile, hw.digest()) + ("_short" if args.short else "") + (f"_{args.tag}" if args.tag else "")
         paths = write_report(report, results, stem)
