@@ -8,12 +8,24 @@ called from C by ``copy.deepcopy``, never came out), done here by an ``except Ba
 from __future__ import annotations
 
 import signal
+from collections.abc import Iterator
 
 import pytest
 
 from casprof.cli._interrupt import watch_interrupts
 from casprof.cli.common import resumable
 from casprof.measure import Progress
+
+
+@pytest.fixture
+def python_sigint() -> Iterator[None]:
+    """SIGINT with Python's own handler, as in a terminal: a test run started in the background of a
+    non-interactive shell inherits SIGINT ignored, and Python then installs no handler."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _swallowed_sigint() -> None:
@@ -27,7 +39,7 @@ def _swallowed_sigint() -> None:
     raise AssertionError("the SIGINT raised no KeyboardInterrupt")
 
 
-def test_a_swallowed_interrupt_is_raised_again_at_the_next_progress_event() -> None:
+def test_a_swallowed_interrupt_is_raised_again_at_the_next_progress_event(python_sigint: None) -> None:
     seen: list[Progress] = []
     with watch_interrupts() as watch:
         on_progress = watch.checked(seen.append)
@@ -55,7 +67,8 @@ def test_an_ignored_sigint_stays_ignored() -> None:
         signal.signal(signal.SIGINT, previous)
 
 
-def test_resumable_turns_a_swallowed_interrupt_into_exit_130(capsys: pytest.CaptureFixture[str]) -> None:
+def test_resumable_turns_a_swallowed_interrupt_into_exit_130(python_sigint: None,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         with resumable(None, "rounds", resume=False) as interrupts:
             on_progress = interrupts.checked(lambda event: None)
