@@ -26,6 +26,7 @@ from pathlib import Path
 from casprof._io import atomic_write_json, atomic_write_text
 from casprof.backends.base import Backend
 from casprof.block_checkpoint import checkpoint_beside
+from casprof.cli._interrupt import watch_interrupts
 from casprof.cli.common import resumable
 from casprof.config import NetworkConfig
 from casprof.devices import resolve_device
@@ -125,7 +126,7 @@ def main() -> None:
             results = args.results or RESULTS
         profile = Profile.load(profile_path)
         checkpoint = checkpoint_beside(Path(profile_path), "fidelity")
-        with resumable(checkpoint, "blocks of networks", args.resume) as interrupts:
+        with resumable(checkpoint, "blocks of networks", args.resume), watch_interrupts() as interrupts:
             report = run_fidelity(profile, hw, settings, profile_path=profile_path,
                                   build_workers=default_workers(profile.backend.threads or 1),
                                   progress=interrupts.checked(print_finished_stages), checkpoint=checkpoint,

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from casprof.cli._interrupt import watch_interrupts
+from casprof.cli._progress import stage_progress
 from casprof.cli.common import resumable
 from casprof.measure import Progress
 
@@ -67,11 +68,22 @@ def test_an_ignored_sigint_stays_ignored() -> None:
         signal.signal(signal.SIGINT, previous)
 
 
-def test_resumable_turns_a_swallowed_interrupt_into_exit_130(python_sigint: None,
-                                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_watch_inside_a_watch_is_the_same_watch(python_sigint: None) -> None:
+    """Nested blocks share one watch: an inner, separate one would never see the signal."""
+    with watch_interrupts() as outer, watch_interrupts() as inner:
+        assert inner is outer
+        _swallowed_sigint()
+        with pytest.raises(KeyboardInterrupt):
+            inner.check()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_the_progress_bars_raise_a_swallowed_interrupt_and_resumable_exits_130(
+        python_sigint: None, capsys: pytest.CaptureFixture[str]) -> None:
+    """What the measuring commands do: ``resumable`` around ``stage_progress``."""
     with pytest.raises(SystemExit) as exc:
-        with resumable(None, "rounds", resume=False) as interrupts:
-            on_progress = interrupts.checked(lambda event: None)
+        with resumable(None, "rounds", resume=False), stage_progress() as on_progress:
+            on_progress(Progress("measuring", 0, 2))
             _swallowed_sigint()
             on_progress(Progress("measuring", 1, 2))
             raise AssertionError("the interruption was lost")

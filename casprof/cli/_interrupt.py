@@ -5,7 +5,8 @@ When that is Python code called back from C (``copy.deepcopy`` of a network reac
 ``copyreg._slotnames`` through ``object.__reduce_ex__``), the exception can be cleared on its way
 out: one ``casprof fidelity`` in about fifty, interrupted while it opened a sweep's networks, ran
 on to its end and exited 0. :class:`InterruptWatch` remembers the signal, so the next progress
-event raises the interruption again.
+event raises the interruption again (:func:`casprof.cli._progress.stage_progress` does that for
+every command with progress bars).
 """
 
 from __future__ import annotations
@@ -49,10 +50,14 @@ class InterruptWatch:
 def watch_interrupts() -> Iterator[InterruptWatch]:
     """An :class:`InterruptWatch` as the SIGINT handler while the block runs, where SIGINT has
     Python's default handler; a SIGINT ignored (a background job of a shell script) or handled by
-    someone else is left as it is, and the watch then never sees one."""
+    someone else is left as it is, and the watch then never sees one. Inside another watch's block,
+    that watch."""
+    current = signal.getsignal(signal.SIGINT)
+    if isinstance(getattr(current, "__self__", None), InterruptWatch):
+        yield current.__self__  # type: ignore[union-attr]
+        return
     watch = InterruptWatch()
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+    if threading.current_thread() is not threading.main_thread() or current is not signal.default_int_handler:
         yield watch
         return
     previous = signal.signal(signal.SIGINT, watch.handler)

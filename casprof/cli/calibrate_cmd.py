@@ -67,8 +67,8 @@ def calibrate(
     err_console.print(f"Calibrating [bold]{profile}[/] ({p.device}, {p.backend.name}/{p.backend.precision}, {h}x{w}) "
                       f"on {total} derived networks ({form.value})", highlight=False)
     checkpoint = writable_checkpoint(checkpoint_beside(profile, "calibration"))
-    with resumable(checkpoint, "blocks of networks", resume) as interrupts, stage_progress() as on_progress:
-        cal = run_calibration(p, hardware, settings, progress=interrupts.checked(on_progress), build_cache=cache,
+    with resumable(checkpoint, "blocks of networks", resume), stage_progress() as on_progress:
+        cal = run_calibration(p, hardware, settings, progress=on_progress, build_cache=cache,
                               build_workers=workers, checkpoint=checkpoint, resume=resume)
     dataclasses.replace(p, calibration=cal).save(target)
     typer.echo(f"{target}: latency calibration {cal.summary()}; baseline now {cal.baseline_now_ms:.3f} ms vs "

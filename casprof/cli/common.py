@@ -7,7 +7,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from casprof._io import ensure_parent_exists, read_json_file
-from casprof.cli._interrupt import InterruptWatch, watch_interrupts
 from casprof.build_cache import BuildCache, default_build_cache
 from casprof.config import DEFAULT_CONFIG, NetworkConfig
 from casprof.errors import UserInputError
@@ -56,19 +55,17 @@ def writable_checkpoint(path: Path) -> Path | None:
 
 
 @contextmanager
-def resumable(checkpoint: Path | None, finished: str, resume: bool) -> Iterator[InterruptWatch]:
+def resumable(checkpoint: Path | None, finished: str, resume: bool) -> Iterator[None]:
     """Say what ``--resume`` (``resume``) found, and turn an interruption (Ctrl-C) into one sentence
     on what ``checkpoint`` kept and exit status 130 (``SystemExit``, so that scripts outside the CLI
-    can use it as well). Yields the :class:`InterruptWatch` whose ``checked(progress)`` raises the
-    interruption again should a library have swallowed it."""
+    can use it as well)."""
     from casprof.cli._app import err_console
 
     if resume and checkpoint is not None:
         err_console.print(f"Resuming from {checkpoint}." if checkpoint.exists()
                           else f"No checkpoint {checkpoint} to resume from: starting afresh.", highlight=False)
     try:
-        with watch_interrupts() as watch:
-            yield watch
+        yield
     except KeyboardInterrupt:
         if checkpoint is not None and checkpoint.exists():
             err_console.print(f"Interrupted; the finished {finished} are kept in {checkpoint}. "

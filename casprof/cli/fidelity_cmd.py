@@ -66,9 +66,9 @@ def fidelity(
         highlight=False,
     )
     checkpoint = writable_checkpoint(checkpoint_beside(profile, "fidelity"))
-    with resumable(checkpoint, "blocks of networks", resume) as interrupts, stage_progress() as on_progress:
-        result = run_fidelity(p, hardware, settings, profile_path=profile, progress=interrupts.checked(on_progress),
-                              build_cache=cache, build_workers=workers, checkpoint=checkpoint, resume=resume)
+    with resumable(checkpoint, "blocks of networks", resume), stage_progress() as on_progress:
+        result = run_fidelity(p, hardware, settings, profile_path=profile, progress=on_progress, build_cache=cache,
+                              build_workers=workers, checkpoint=checkpoint, resume=resume)
     md = report_markdown(result)
     if report is not None:
         paths = write_report(result, report)

@@ -109,9 +109,8 @@ def measure(
         f"at {h}x{w}, {settings.threads} thread(s), {rounds} rounds → {out}",
         highlight=False,
     )
-    with resumable(checkpoint_path(out), "rounds", resume) as interrupts, stage_progress() as on_progress:
-        profile = run_measurement(config, settings, resolved, hardware, out=out, resume=resume,
-                                  progress=interrupts.checked(on_progress),
+    with resumable(checkpoint_path(out), "rounds", resume), stage_progress() as on_progress:
+        profile = run_measurement(config, settings, resolved, hardware, out=out, resume=resume, progress=on_progress,
                                   build_cache=cache, build_workers=workers)
     out_console.print(profile_table(profile))
     line = build_cache_line(profile.settings, cache)
