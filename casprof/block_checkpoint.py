@@ -111,7 +111,6 @@ class BlockCheckpoint:
                                  "rerun without --resume to start afresh.")
         return cls(Path(path), key, measured, done, seconds, len(done), opened)
 
-
     def is_done(self, sweep: int, block: int) -> bool:
         return (sweep, block) in self.done
 

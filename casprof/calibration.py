@@ -148,10 +148,11 @@ class CalibrationSettings:
         return sweep_rounds(self.rounds, self.sweeps, sweep)
 
     def to_dict(self) -> dict[str, Any]:
+        from casprof.fidelity import BLOCK_TIMING  # the timing of time_blocks; fidelity imports this module
+
         return {"networks": self.networks, "leverage_networks": self.leverage_networks, "seed": self.seed,
                 "form": self.form.value, "rounds": self.rounds, "sweeps": self.sweeps, "block_size": self.block_size,
-                "baseline_instances": self.baseline_instances, "max_drift_pct": self.max_drift_pct,
-                "baseline_instances_opened": "once per sweep", "block_order": "seeded; reversed in odd sweeps, rotated every two",
+                "baseline_instances": self.baseline_instances, "max_drift_pct": self.max_drift_pct, **BLOCK_TIMING,
                 "genotype_seeds": f"{CALIBRATION_SEED_BASE} + 1000 * seed + k (random), + 999 - k (leverage)"}
 
 

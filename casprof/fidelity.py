@@ -150,7 +150,7 @@ class FidelitySettings:
         return {"samples": self.samples, "seed": self.seed, "rounds": self.rounds, "extremes": self.extremes,
                 "instances": INSTANCES, "block_size": self.block_size, "baseline_instances": self.baseline_instances,
                 "sweeps": self.sweeps, "retime_structure": self.retime_structure,
-                "baseline_instances_opened": "once per sweep", "block_order": "seeded; reversed in odd sweeps, rotated every two",
+                **BLOCK_TIMING,
                 "measured": "anchored: c'_id of the profile + median over rounds of (network time - mean of the two "
                             "baseline runs that bracket it); raw: median of the network's times"}
 
@@ -519,6 +519,11 @@ class _Blocks:
             warm_up({**runners, **({BASELINE.key: baselines} if fresh else {})}, self.msettings, f"warming up ({where})",
                     f"fidelity/{s.seed}/{index}/{sweep}", self.progress, warmed=None if fresh else {BASELINE.key: baselines})
             return time_networks(runners, baselines, s.sweep_rounds(sweep), s.seed * 1000 + index, self.progress, into)
+
+
+#: How :func:`time_blocks` times the blocks, as the settings of a check or a calibration record it.
+BLOCK_TIMING = {"baseline_instances_opened": "once per sweep",
+                "block_order": "seeded; reversed in odd sweeps, rotated every two"}
 
 
 def block_order(blocks: int, seed: int, sweep: int) -> list[int]:

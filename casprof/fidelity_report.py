@@ -8,7 +8,7 @@ from typing import Any
 
 from casprof._io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from casprof.errors import UserInputError
-from casprof.fidelity import FidelityReport
+from casprof.fidelity import BLOCK_TIMING, FidelityReport
 from casprof.fidelity_metrics import Agreement
 
 
@@ -82,7 +82,8 @@ def report_markdown(report: FidelityReport) -> str:
         + (f" spread over {s['sweeps']} sweeps over all blocks (new instances in each)" if s.get("sweeps", 1) > 1 else "")
         + f", alternating between {s['instances']} instances, "
         f"every run bracketed by runs of the profile's baseline network ({s.get('baseline_instances', 1)} instances, rotated"
-        + (", opened once per sweep" if s.get("baseline_instances_opened") == "once per sweep" else "") + ")"
+        + (", opened once per sweep" if s.get("baseline_instances_opened") == BLOCK_TIMING["baseline_instances_opened"]
+           else "") + ")"
         + ("; the blocks in a seeded order, reversed in every other sweep" if "block_order" in s else ""),
         "- measured = anchored, as the profile measures c_o: c'_id of the profile + median over rounds of (network time − "
         "mean of the two baseline runs around it); m1, m2 = the same per instance (two independent measurements)",
