@@ -35,7 +35,7 @@ from casprof.prebuild import default_workers
 from casprof.fidelity_metrics import Agreement
 from casprof.fidelity_report import report_markdown, write_report
 from casprof.hardware import HardwareFingerprint, detect_hardware
-from casprof.measure import MeasureSettings, run_measurement
+from casprof.measure import MeasureSettings, ProgressCallback, run_measurement
 from casprof.measure import Progress as ProgressEvent
 from casprof.profile import Profile
 
@@ -78,12 +78,18 @@ def result_stem(profile: Profile, digest: str) -> str:
     return f"fidelity_{profile.device}_{profile.backend.name}{keep}{precision}_{digest}"
 
 
-def short_profile(backend: str, folder: Path) -> Path:
-    """A real profile of the TINY network at 64x128 (3 rounds), for --short."""
+def short_profile(backend: str, folder: Path, progress: ProgressCallback) -> Path:
+    """A real profile of the TINY network at 64x128 (3 rounds), for --short. Interrupted, it exits
+    130 with one sentence: the profile is in a temporary folder, so there is nothing to resume."""
     hw = detect_hardware()
     out = folder / f"tiny-{backend}.json"
     settings = MeasureSettings(backend=backend, resolution=(64, 128), threads=hw.cpu.affinity or 1, rounds=3, warmup_iters=1)
-    run_measurement(TINY, settings, resolve_device("cpu", hw), hw, out=out)
+    try:
+        run_measurement(TINY, settings, resolve_device("cpu", hw), hw, out=out, progress=progress)
+    except KeyboardInterrupt:
+        print("Interrupted while measuring --short's own profile (in a temporary folder): nothing to resume.",
+              file=sys.stderr)
+        raise SystemExit(130) from None
     return out
 
 
@@ -113,9 +119,9 @@ def main() -> None:
     args = parser.parse_args()
 
     hw = detect_hardware()
-    with tempfile.TemporaryDirectory(prefix="fidelity-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="fidelity-bench-") as tmp, watch_interrupts() as interrupts:
         if args.short:
-            profile_path = args.profile or short_profile(args.backend, Path(tmp))
+            profile_path = args.profile or short_profile(args.backend, Path(tmp), interrupts.checked(lambda e: None))
             settings = FidelitySettings(samples=5, seed=args.seed, rounds=2, sweeps=1,
                                         retime_structure=args.retime_structure)
             results = args.results or Path(tmp)
@@ -126,7 +132,7 @@ def main() -> None:
             results = args.results or RESULTS
         profile = Profile.load(profile_path)
         checkpoint = checkpoint_beside(Path(profile_path), "fidelity")
-        with resumable(checkpoint, "blocks of networks", args.resume), watch_interrupts() as interrupts:
+        with resumable(checkpoint, "blocks of networks", args.resume):
             report = run_fidelity(profile, hw, settings, profile_path=profile_path,
                                   build_workers=default_workers(profile.backend.threads or 1),
                                   progress=interrupts.checked(print_finished_stages), checkpoint=checkpoint,

@@ -20,6 +20,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from casprof import __version__
@@ -48,6 +49,19 @@ class BlockTimes:
             return {str(k): tuple([float(t) for t in x] for x in v) for k, v in m.items()}
 
         return cls(per_instance(d["times"]), per_instance(d["brackets"]), [float(t) for t in d["baseline"]])
+
+
+def check_checkpoint_key(path: Path | str, key: Mapping[str, Any], made: Mapping[str, Any]) -> None:
+    """Refuse to resume from the checkpoint at ``path`` if it was made (``made``) for another run than
+    this one (``key``), naming the parts of the key that differ.
+
+    Raises:
+        UserInputError: the keys differ.
+    """
+    if made != key:
+        diffs = sorted(k for k in set(key) | set(made) if key.get(k) != made.get(k))
+        raise UserInputError(f"The checkpoint {path} does not fit this run (its {' and '.join(diffs)} differ); "
+                             "rerun without --resume to start afresh.")
 
 
 def checkpoint_beside(profile: Path, check: str) -> Path:
@@ -105,10 +119,7 @@ class BlockCheckpoint:
             seconds = float(raw["seconds"])
         except (KeyError, TypeError, ValueError, AttributeError):
             raise UserInputError(f"The checkpoint {path} is malformed; delete it to start afresh.") from None
-        if made != key:
-            diffs = sorted(k for k in set(key) | set(made) if key.get(k) != made.get(k))
-            raise UserInputError(f"The checkpoint {path} does not fit this run (its {' and '.join(diffs)} differ); "
-                                 "rerun without --resume to start afresh.")
+        check_checkpoint_key(path, key, made)
         return cls(Path(path), key, measured, done, seconds, len(done), opened)
 
     def is_done(self, sweep: int, block: int) -> bool:

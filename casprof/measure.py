@@ -39,6 +39,7 @@ from casprof.backends import make_runner
 from casprof.backends.base import Backend, Precision, Runner, RunnerSpec
 from casprof.backends.cpu_memory import KEEP_ONLY_TORCH_ON_CPU, CpuAllocator, parse_cpu_allocator
 from casprof.backends.memory_format import LAYOUT_ONLY_TORCH, MemoryFormat, parse_memory_format
+from casprof.block_checkpoint import check_checkpoint_key
 from casprof.build_cache import BuildCache
 from casprof.complexity import count_macs, count_params
 from casprof.config import NetworkConfig
@@ -305,11 +306,7 @@ def _load_state(path: Path, key: dict[str, Any]) -> MeasureState:
         state = MeasureState.from_dict(raw)
     except (KeyError, TypeError, AttributeError):
         raise UserInputError(f"The checkpoint {path} is malformed; delete it to start afresh.") from None
-    if state.key != key:
-        diffs = sorted(k for k in set(key) | set(state.key) if key.get(k) != state.key.get(k))
-        raise UserInputError(
-            f"The checkpoint {path} was made with a different {', '.join(diffs)}; rerun without --resume to start afresh."
-        )
+    check_checkpoint_key(path, key, state.key)
     return state
 
 

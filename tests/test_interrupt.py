@@ -90,3 +90,30 @@ def test_the_progress_bars_raise_a_swallowed_interrupt_and_resumable_exits_130(
     assert exc.value.code == 130
     assert "Interrupted before any rounds were finished; nothing to resume." in capsys.readouterr().err
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_the_fidelity_benchmark_interrupted_in_its_short_profile_exits_130_with_one_sentence(
+        python_sigint: None, tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``benchmarks/fidelity_cpu.py --short`` measures a real profile first (in a temporary folder,
+    nothing to resume): a Ctrl-C there, even one swallowed, ends in one sentence and exit 130."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "fidelity_cpu", Path(__file__).resolve().parent.parent / "benchmarks" / "fidelity_cpu.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    events: list[str] = []
+
+    def on_progress(event: Progress) -> None:
+        events.append(event.stage)
+        if len(events) == 2:
+            _swallowed_sigint()
+
+    with pytest.raises(SystemExit) as exc, watch_interrupts() as interrupts:
+        bench.short_profile("onnxruntime", tmp_path, interrupts.checked(on_progress))
+    assert exc.value.code == 130 and len(events) == 2
+    err = capsys.readouterr().err
+    assert "Interrupted while measuring --short's own profile (in a temporary folder): nothing to resume." in err
+    assert "Traceback" not in err and not (tmp_path / "tiny-onnxruntime.json").exists()

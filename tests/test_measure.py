@@ -67,7 +67,7 @@ def test_resume_with_other_settings_is_refused(tmp_path: Path) -> None:
     with pytest.raises(KeyboardInterrupt):
         _run(out, progress=interrupt)
     other = MeasureSettings(backend="torch", resolution=TINY_RES, threads=1, rounds=4, warmup_iters=1)
-    with pytest.raises(UserInputError, match="different settings"):
+    with pytest.raises(UserInputError, match=r"does not fit this run \(its settings differ\); rerun without --resume"):
         _run(out, other, resume=True)
     assert not out.exists()
 

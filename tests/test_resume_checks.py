@@ -19,6 +19,10 @@ import pytest
 from casprof.block_checkpoint import BlockCheckpoint, BlockTimes, checkpoint_key
 from casprof.errors import UserInputError
 from casprof.profile import Profile
+from tests._fidelity_support import two_sweep_order, warmed_blocks
+
+#: The block labels of the checks below (two blocks of networks).
+TWO_BLOCKS = ("block 1/2", "block 2/2")
 
 
 def _copy(profile: Path, folder: Path) -> Path:
@@ -33,18 +37,6 @@ def _interrupt_at(stage_prefix: str, seen: list[str]):  # type: ignore[no-untype
         if event.stage.startswith(stage_prefix):
             raise KeyboardInterrupt
     return on_progress
-
-
-def _blocks(stages: list[str]) -> list[str]:
-    """The (block, sweep) labels that were warmed up, in order."""
-    return list(dict.fromkeys(s[s.index("(") + 1:s.index(")")] for s in stages if s.startswith("warming up")))
-
-
-def _order(blocks: int, seed: int) -> list[str]:
-    """The (block, sweep) labels of a 2-sweep check in the order it times them."""
-    from casprof.fidelity import block_order
-
-    return [f"block {b + 1}/{blocks}, sweep {k + 1}/2" for k in range(2) for b in block_order(blocks, seed, k)]
 
 
 def test_block_times_and_checkpoint_round_trip(tmp_path: Path) -> None:
@@ -89,11 +81,11 @@ def test_an_interrupted_fidelity_check_resumes_without_timing_finished_blocks_ag
     ckpt = tmp_path / "check.partial.json"
     # 5 networks in blocks of 3 and 2, 2 sweeps: 4 (sweep, block) timings, in this order
     settings = FidelitySettings(samples=5, seed=2, rounds=8, sweeps=2, block_size=3, extremes=False)
-    labels = _order(2, 2)
+    labels = two_sweep_order(TWO_BLOCKS, 2)
     first: list[str] = []
     with pytest.raises(KeyboardInterrupt):
         run_fidelity(profile, hw, settings, checkpoint=ckpt, progress=_interrupt_at(f"warming up ({labels[2]})", first))
-    assert _blocks(first) == labels[:3]
+    assert warmed_blocks(first) == labels[:3]
     kept = json.loads(ckpt.read_text())
     assert kept["done"] == [[0, 0], [0, 1]]  # the first sweep, both blocks
     kept_times = {k: v for block in kept["measured"].values() for k, v in block["times"].items()}
@@ -101,7 +93,7 @@ def test_an_interrupted_fidelity_check_resumes_without_timing_finished_blocks_ag
 
     again: list[str] = []
     report = run_fidelity(profile, hw, settings, checkpoint=ckpt, resume=True, progress=lambda e: again.append(e.stage))
-    assert _blocks(again) == labels[2:]  # sweep 1 is not timed again
+    assert warmed_blocks(again) == labels[2:]  # sweep 1 is not timed again
     assert not ckpt.exists() and report.settings["resumed_block_sweeps"] == 2
     for r in report.networks:  # the first sweep's times are the kept ones, the second sweep's follow them
         assert [list(s[:2]) for s in r.samples_ms] == kept_times[r.name]
@@ -117,7 +109,8 @@ def test_resuming_with_other_settings_is_refused_before_anything_is_timed(tiny_p
     profile, hw, ckpt = Profile.load(tiny_profile_path), detect_hardware(), tmp_path / "check.partial.json"
     settings = FidelitySettings(samples=5, seed=2, rounds=4, sweeps=2, block_size=3, extremes=False)
     with pytest.raises(KeyboardInterrupt):
-        run_fidelity(profile, hw, settings, checkpoint=ckpt, progress=_interrupt_at(f"warming up ({_order(2, 2)[1]})", []))
+        run_fidelity(profile, hw, settings, checkpoint=ckpt,
+                     progress=_interrupt_at(f"warming up ({two_sweep_order(TWO_BLOCKS, 2)[1]})", []))
     stages: list[str] = []
     with pytest.raises(UserInputError, match=r"\(its settings differ\)"):
         run_fidelity(profile, hw, FidelitySettings(samples=5, seed=3, rounds=4, sweeps=2, block_size=3, extremes=False),
@@ -132,10 +125,10 @@ def test_an_interrupted_calibration_resumes(tiny_profile_path: Path, tmp_path: P
     profile, hw, ckpt = Profile.load(tiny_profile_path), detect_hardware(), tmp_path / "cal.partial.json"
     settings = CalibrationSettings(networks=4, seed=3, rounds=8, sweeps=2, block_size=2, max_drift_pct=1000)
     first: list[str] = []
-    labels = _order(2, 3)
+    labels = two_sweep_order(TWO_BLOCKS, 3)
     with pytest.raises(KeyboardInterrupt):
         run_calibration(profile, hw, settings, checkpoint=ckpt, progress=_interrupt_at(f"warming up ({labels[3]})", first))
-    assert _blocks(first) == labels
+    assert warmed_blocks(first) == labels
     second_sweeps_first = int(labels[2].split()[1].split("/")[0]) - 1
     assert json.loads(ckpt.read_text())["done"] == sorted([[0, 0], [0, 1], [1, second_sweeps_first]])
     again: list[str] = []
@@ -143,7 +136,7 @@ def test_an_interrupted_calibration_resumes(tiny_profile_path: Path, tmp_path: P
     cal = run_calibration(profile, hw, CalibrationSettings(networks=4, seed=3, rounds=8, sweeps=2, block_size=2,
                                                            max_drift_pct=2000),
                           checkpoint=ckpt, resume=True, progress=lambda e: again.append(e.stage))
-    assert _blocks(again) == labels[3:] and not ckpt.exists()
+    assert warmed_blocks(again) == labels[3:] and not ckpt.exists()
     assert len(cal.networks) == 4 and all(n.measured_ms > 0 for n in cal.networks)
 
 
