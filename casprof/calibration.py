@@ -47,7 +47,7 @@ import numpy as np
 
 from casprof.errors import MeasurementError, UserInputError
 from casprof.genotype import Genotype, random_genotype
-from casprof.measure import Progress, ProgressCallback, sweep_rounds
+from casprof.measure import NETWORK_SWEEPS, Progress, ProgressCallback, sweep_rounds
 from casprof.ops import CELL_TYPES, candidate_ops
 from casprof.stats import Measurement
 
@@ -115,7 +115,7 @@ class CalibrationSettings:
     seed: int = 0
     form: CalibrationForm = CalibrationForm.OFFSET
     rounds: int = 24
-    sweeps: int = 2
+    sweeps: int = NETWORK_SWEEPS
     block_size: int = 8
     baseline_instances: int = 4
     max_drift_pct: float = MAX_BASELINE_DRIFT_PCT

@@ -178,6 +178,7 @@ def test_fidelity_console_script_measures_and_reports(tiny_profile_path: Path, t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fidelity.json", "fidelity.md", "fidelity.png"]
     report = json.loads((tmp_path / "fidelity.json").read_text())
     nets = report["networks"]
+    assert report["settings"]["sweeps"] == 3  # no --sweeps: 4, fewer where a sweep would get under 2 of the 6 rounds
     assert len(nets) == 7 and {n["name"] for n in nets} >= {"all-cheapest", "all-most-expensive"}
     for n in nets:
         assert len(n["samples_ms"][0]) == 3 and len(n["samples_ms"][1]) == 3  # 6 rounds alternate instances
@@ -280,7 +281,10 @@ def test_networks_are_timed_in_blocks_that_cover_every_candidate(tiny_profile_pa
 
 
 def test_sweeps_share_the_rounds_out_in_order() -> None:
-    assert [list(FidelitySettings(samples=5, rounds=12).sweep_rounds(k)) for k in range(2)] == [list(range(6)), list(range(6, 12))]
+    assert [list(FidelitySettings(samples=5, rounds=12).sweep_rounds(k)) for k in range(4)] == [
+        list(range(k, k + 3)) for k in range(0, 12, 3)]  # 4 sweeps by default
+    assert [list(FidelitySettings(samples=5, rounds=12, sweeps=2).sweep_rounds(k)) for k in range(2)] == [
+        list(range(6)), list(range(6, 12))]
     parts = [FidelitySettings(samples=5, rounds=10, sweeps=3).sweep_rounds(k) for k in range(3)]
     assert [(r.start, r.stop) for r in parts] == [(0, 4), (4, 7), (7, 10)]
     assert [list(FidelitySettings(samples=5, rounds=2, sweeps=1).sweep_rounds(0))] == [[0, 1]]
@@ -384,6 +388,19 @@ def test_a_network_swamped_by_its_brackets_exits_1_with_one_sentence_and_writes_
     assert "Error: Network '" in result.output and "after anchoring" in result.output and "more --rounds" in result.output
     assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)  # the CLI's exit, not the error
     assert list(out.iterdir()) == []
+
+
+def test_the_default_sweeps_give_every_sweep_both_instances() -> None:
+    """4 sweeps (the default 24 rounds: 6 a sweep), fewer where a sweep would get under 2 rounds, so that
+    every sweep times both instances of every network (round r runs instance r % 2)."""
+    from casprof.calibration import CalibrationSettings
+    from casprof.measure import NETWORK_SWEEPS, network_sweeps
+
+    assert NETWORK_SWEEPS == FidelitySettings().sweeps == CalibrationSettings().sweeps == 4  # timed alike
+    assert [network_sweeps(r) for r in (2, 4, 6, 8, 24, 48)] == [1, 2, 3, 4, 4, 4]
+    for rounds in range(2, 30, 2):
+        settings = FidelitySettings(samples=5, rounds=rounds, sweeps=network_sweeps(rounds))
+        assert all({r % 2 for r in settings.sweep_rounds(k)} == {0, 1} for k in range(settings.sweeps))
 
 
 def test_block_orders_balance_every_blocks_place_over_each_pair_of_sweeps() -> None:

@@ -46,7 +46,10 @@ MemoryFormatOpt = Annotated[
 #: ``casprof fidelity`` and ``casprof calibrate`` time derived networks the same way.
 NetworkRoundsOpt = Annotated[int, typer.Option("--rounds", help="Timed runs per network, alternating between 2 instances (even).")]
 NetworkSweepsOpt = Annotated[
-    int, typer.Option("--sweeps", help="Passes over all blocks of networks that share the rounds (new instances in each).")
+    Optional[int],
+    typer.Option("--sweeps", show_default=False,
+                 help="Passes over all blocks of networks that share the rounds (new instances in each) "
+                      "[default: 4, fewer where a pass would get under 2 rounds].")
 ]
 #: ``casprof measure``, ``fidelity`` and ``calibrate``: ONNX exports and counts made before (never timings).
 BuildCacheOpt = Annotated[

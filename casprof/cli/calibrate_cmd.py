@@ -17,6 +17,7 @@ from casprof.cli._options import (BuildCacheOpt, BuildWorkersOpt, NetworkRoundsO
 from casprof.cli._progress import stage_progress
 from casprof.cli.common import build_cache_for, resumable, writable_checkpoint
 from casprof.hardware import detect_hardware
+from casprof.measure import network_sweeps
 from casprof.prebuild import resolve_workers
 from casprof.profile import Metric, Profile
 
@@ -29,7 +30,7 @@ def calibrate(
         "--form", help="affine: offset + factor on the operations' part (adds 4 networks from the cheapest and costliest "
                        "operations to pin the factor); offset (default): one offset in ms.")] = CalibrationForm.OFFSET,
     rounds: NetworkRoundsOpt = 24,
-    sweeps: NetworkSweepsOpt = 2,
+    sweeps: NetworkSweepsOpt = None,
     out: OutOpt = None,
     build_cache: BuildCacheOpt = True,
     build_workers: BuildWorkersOpt = None,
@@ -53,8 +54,8 @@ def calibrate(
     from casprof.calibration import CalibrationSettings, run_calibration
     from casprof.fidelity import check_can_measure
 
-    settings = CalibrationSettings(networks=networks, seed=seed, form=form, rounds=rounds, sweeps=sweeps,
-                                   max_drift_pct=max_drift)
+    settings = CalibrationSettings(networks=networks, seed=seed, form=form, rounds=rounds,
+                                   sweeps=network_sweeps(rounds) if sweeps is None else sweeps, max_drift_pct=max_drift)
     target = Path(out) if out is not None else Path(profile)
     ensure_parent_exists(target)  # before the timing: a folder or read-only place in --out's way loses nothing
     p = Profile.load(profile)

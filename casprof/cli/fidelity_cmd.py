@@ -15,6 +15,7 @@ from casprof.cli._progress import stage_progress
 from casprof.cli.common import build_cache_for, resumable, writable_checkpoint
 from casprof.errors import UserInputError
 from casprof.hardware import detect_hardware
+from casprof.measure import network_sweeps
 from casprof.prebuild import resolve_workers
 from casprof.profile import Profile
 
@@ -24,7 +25,7 @@ def fidelity(
     samples: Annotated[int, typer.Option("--samples", "-n", help="Random genotypes to measure (at least 5).")] = 30,
     seed: SeedOpt = 0,
     rounds: NetworkRoundsOpt = 24,
-    sweeps: NetworkSweepsOpt = 2,
+    sweeps: NetworkSweepsOpt = None,
     extremes: Annotated[bool, typer.Option("--extremes/--no-extremes", help="Add the all-cheapest and all-most-expensive genotypes.")] = True,
     retime_structure: Annotated[bool, typer.Option(
         "--retime-structure/--no-retime-structure",
@@ -48,8 +49,9 @@ def fidelity(
     from casprof.fidelity import FidelitySettings, check_can_measure, check_held_out, run_fidelity  # scipy: import on use
     from casprof.fidelity_report import report_markdown, write_report
 
-    settings = FidelitySettings(samples=samples, seed=seed, rounds=rounds, sweeps=sweeps, extremes=extremes,
-                                 retime_structure=retime_structure)
+    settings = FidelitySettings(samples=samples, seed=seed, rounds=rounds,
+                                sweeps=network_sweeps(rounds) if sweeps is None else sweeps, extremes=extremes,
+                                retime_structure=retime_structure)
     if report is not None and not report.is_dir():
         raise UserInputError(f"The report folder {report} does not exist.")
     p = Profile.load(profile)
