@@ -35,7 +35,7 @@ from casprof.prebuild import default_workers
 from casprof.fidelity_metrics import Agreement
 from casprof.fidelity_report import report_markdown, write_report
 from casprof.hardware import HardwareFingerprint, detect_hardware
-from casprof.measure import MeasureSettings, ProgressCallback, network_sweeps, run_measurement
+from casprof.measure import NETWORK_SWEEPS, MeasureSettings, ProgressCallback, network_sweeps, run_measurement
 from casprof.measure import Progress as ProgressEvent
 from casprof.profile import Profile
 
@@ -106,7 +106,7 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, default=None, help="default: profiles/cpu-<digest8>-<backend>-fp32-768x1536.json")
     parser.add_argument("--samples", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=FidelitySettings.rounds)
-    parser.add_argument("--sweeps", type=int, default=None, help="default: 4, fewer where a sweep would get under 2 rounds")
+    parser.add_argument("--sweeps", type=int, default=None, help=f"default: {NETWORK_SWEEPS}, fewer where a sweep would get under 2 rounds")
     parser.add_argument("--retime-structure", action="store_true",
                         help="also time the profile's structure probes beside the networks (a diagnostic row)")
     parser.add_argument("--tag", default="", help="suffix of the result files' names (e.g. a profile variant)")

@@ -10,6 +10,7 @@ import typer
 from casprof.backends.base import Backend, Precision
 from casprof.backends.cpu_memory import CpuAllocator
 from casprof.backends.memory_format import MemoryFormat
+from casprof.measure import NETWORK_SWEEPS
 
 ProfileArg = Annotated[Path, typer.Argument(help="A cost profile (JSON).", show_default=False)]
 ProfileOpt = Annotated[Path, typer.Option("--profile", "-p", help="A cost profile (JSON).", show_default=False)]
@@ -48,8 +49,8 @@ NetworkRoundsOpt = Annotated[int, typer.Option("--rounds", help="Timed runs per 
 NetworkSweepsOpt = Annotated[
     Optional[int],
     typer.Option("--sweeps", show_default=False,
-                 help="Passes over all blocks of networks that share the rounds (new instances in each) "
-                      "[default: 4, fewer where a pass would get under 2 rounds].")
+                 help="Passes over all blocks of networks that share the rounds (new instances in each); "
+                      f"default {NETWORK_SWEEPS}, fewer where a pass would get under 2 rounds.")
 ]
 #: ``casprof measure``, ``fidelity`` and ``calibrate``: ONNX exports and counts made before (never timings).
 BuildCacheOpt = Annotated[
