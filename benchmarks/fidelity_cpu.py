@@ -35,9 +35,10 @@ from casprof.prebuild import default_workers
 from casprof.fidelity_metrics import Agreement
 from casprof.fidelity_report import report_markdown, write_report
 from casprof.hardware import HardwareFingerprint, detect_hardware
-from casprof.measure import NETWORK_SWEEPS, MeasureSettings, ProgressCallback, network_sweeps, run_measurement
+from casprof.measure import MeasureSettings, ProgressCallback, run_measurement
 from casprof.measure import Progress as ProgressEvent
 from casprof.profile import Profile
+from casprof.sweeps import NETWORK_SWEEPS, network_sweeps
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

@@ -47,9 +47,10 @@ import numpy as np
 
 from casprof.errors import MeasurementError, UserInputError
 from casprof.genotype import Genotype, random_genotype
-from casprof.measure import NETWORK_SWEEPS, Progress, ProgressCallback, sweep_rounds
+from casprof.measure import Progress, ProgressCallback
 from casprof.ops import CELL_TYPES, candidate_ops
 from casprof.stats import Measurement
+from casprof.sweeps import NETWORK_SWEEPS, sweep_rounds
 
 if TYPE_CHECKING:  # pragma: no cover
     from casprof.build_cache import BuildCache

@@ -64,14 +64,15 @@ from casprof.errors import MeasurementError, UserInputError
 from casprof.fidelity_metrics import Agreement, LinearFit, agreement, proxy_agreement, retest_error, retest_kendall_tau
 from casprof.genotype import Genotype, random_genotype, uniform_genotype
 from casprof.hardware import HardwareFingerprint, describe_recorded
-from casprof.measure import (NETWORK_SWEEPS, MeasureSettings, Progress, ProgressCallback, baseline_runs_per_round,
-                             cached_counts, export_request, make_runner_spec, open_reusing, sweep_rounds, time_bracketed, warm_up)
+from casprof.measure import (MeasureSettings, Progress, ProgressCallback, baseline_runs_per_round, cached_counts,
+                             export_request, make_runner_spec, open_reusing, time_bracketed, warm_up)
 from casprof.prebuild import Ahead, build_ahead
 from casprof.probes import BASELINE, build_network, build_probe
 from casprof.ops import CELL_TYPES, candidate_ops
 from casprof.predict import predict
 from casprof.profile import Method, Metric, Profile
 from casprof.structure_drift import StructureTerm, structure_probes, structure_terms, with_structure
+from casprof.sweeps import NETWORK_SWEEPS, sweep_rounds
 
 #: The fewest random genotypes a fidelity check accepts (rank correlations need a few points).
 MIN_SAMPLES = 5
@@ -123,8 +124,8 @@ class FidelitySettings:
             (:class:`casprof.measure.MeasureSettings`): every block is re-opened in each pass
             (new sessions or module copies, ONNX exported once), so a network's median mixes
             windows spread over the check instead of one slow or fast spell of its block. Default
-            :data:`casprof.measure.NETWORK_SWEEPS` (4; the CLI takes fewer for fewer rounds:
-            :func:`casprof.measure.network_sweeps`).
+            :data:`casprof.sweeps.NETWORK_SWEEPS` (4; the CLI takes fewer for fewer rounds:
+            :func:`casprof.sweeps.network_sweeps`).
         retime_structure: also time the profile's structure probes (one more block, about 1.5
             minutes at 768x1536 on the 2-core CI machine) and report their terms now beside the
             profile's (:mod:`casprof.structure_drift`).

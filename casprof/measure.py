@@ -53,6 +53,7 @@ from casprof.probes import (BASELINE, Probe, block_of, build_probe, edge_model_p
                              measurement_blocks, profile_probes)
 from casprof.profile import BackendRecord, CostValue, Method, Metric, Profile
 from casprof.stats import Measurement, paired_difference
+from casprof.sweeps import sweep_rounds
 
 
 
@@ -259,26 +260,6 @@ class MeasureState:
             build_cache=d.get("build_cache", {}),
             build_workers=d.get("build_workers", {}),
         )
-
-
-def sweep_rounds(rounds: int, sweeps: int, sweep: int) -> range:
-    """The (0-based) indices of the rounds that sweep ``sweep`` of ``sweeps`` runs: ``rounds``
-    split as evenly as possible, the earlier sweeps taking the extra rounds."""
-    return range(-(-rounds * sweep // sweeps), -(-rounds * (sweep + 1) // sweeps))
-
-
-#: The sweeps over all blocks of derived networks that ``casprof fidelity`` and ``casprof calibrate``
-#: spread their rounds over by default (see :func:`network_sweeps`).
-NETWORK_SWEEPS = 4
-
-
-def network_sweeps(rounds: int) -> int:
-    """The default sweeps of a fidelity check or a calibration of ``rounds`` rounds: :data:`NETWORK_SWEEPS`,
-    or fewer where a sweep would get fewer than 2 rounds (each sweep then times both instances of every
-    network): 4 for the default 24 rounds, 1 for 2. On the 2-core AVX-512 EPYC VM, PyTorch checks of the
-    shipped profile with 24 rounds in 4 sweeps scored MAPE 1.84, 1.80, 2.96 and 3.46 %, in 2 sweeps 2.06-4.07 %, and won
-    both pairs timed back to back; the targets still do not hold every hour (README, Fidelity)."""
-    return max(1, min(NETWORK_SWEEPS, rounds // 2))
 
 
 def rounds_after_sweep(settings: MeasureSettings, sweep: int) -> int:

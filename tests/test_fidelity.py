@@ -394,7 +394,7 @@ def test_the_default_sweeps_give_every_sweep_both_instances() -> None:
     """4 sweeps (the default 24 rounds: 6 a sweep), fewer where a sweep would get under 2 rounds, so that
     every sweep times both instances of every network (round r runs instance r % 2)."""
     from casprof.calibration import CalibrationSettings
-    from casprof.measure import NETWORK_SWEEPS, network_sweeps
+    from casprof.sweeps import NETWORK_SWEEPS, network_sweeps
 
     assert NETWORK_SWEEPS == FidelitySettings().sweeps == CalibrationSettings().sweeps == 4  # timed alike
     assert [network_sweeps(r) for r in (2, 4, 6, 8, 24, 48)] == [1, 2, 3, 4, 4, 4]

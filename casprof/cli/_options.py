@@ -10,7 +10,7 @@ import typer
 from casprof.backends.base import Backend, Precision
 from casprof.backends.cpu_memory import CpuAllocator
 from casprof.backends.memory_format import MemoryFormat
-from casprof.measure import NETWORK_SWEEPS
+from casprof.sweeps import NETWORK_SWEEPS
 
 ProfileArg = Annotated[Path, typer.Argument(help="A cost profile (JSON).", show_default=False)]
 ProfileOpt = Annotated[Path, typer.Option("--profile", "-p", help="A cost profile (JSON).", show_default=False)]

@@ -17,9 +17,9 @@ from casprof.cli._options import (BuildCacheOpt, BuildWorkersOpt, NetworkRoundsO
 from casprof.cli._progress import stage_progress
 from casprof.cli.common import build_cache_for, resumable, writable_checkpoint
 from casprof.hardware import detect_hardware
-from casprof.measure import network_sweeps
 from casprof.prebuild import resolve_workers
 from casprof.profile import Metric, Profile
+from casprof.sweeps import network_sweeps
 
 
 def calibrate(

@@ -15,9 +15,9 @@ from casprof.cli._progress import stage_progress
 from casprof.cli.common import build_cache_for, resumable, writable_checkpoint
 from casprof.errors import UserInputError
 from casprof.hardware import detect_hardware
-from casprof.measure import network_sweeps
 from casprof.prebuild import resolve_workers
 from casprof.profile import Profile
+from casprof.sweeps import network_sweeps
 
 
 def fidelity(
