@@ -52,6 +52,15 @@ def export(
     engine: Annotated[
         Optional[Path], typer.Option("--engine", help="Output engine file for --trt (default: beside the ONNX file).", show_default=False)
     ] = None,
+    timing_cache: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--timing-cache",
+            help="TensorRT timing cache for --trt: a file, or a folder that keeps one per TensorRT version and GPU; "
+            "read before the build and updated after it (rebuilds go faster).",
+            show_default=False,
+        ),
+    ] = None,
     threads: ThreadsOpt = None,
     json_out: JsonFlag = False,
 ) -> None:
@@ -64,7 +73,12 @@ def export(
     from deploy.export import build_trt_engine, describe, export_genotype
 
     if trt is not None and dynamic:
-        raise UserInputError("--trt needs a fixed input size; drop --dynamic (TensorRT optimization profiles are not built here).")
+        raise UserInputError("--trt builds an engine for one input size (--resolution); drop --dynamic.")
+    if timing_cache is not None:
+        if trt is None:
+            raise UserInputError("--timing-cache goes with --trt (it is the TensorRT builder's cache).")
+        if not timing_cache.is_dir() and not timing_cache.parent.is_dir():
+            raise UserInputError(f"The folder of the timing cache {timing_cache} does not exist.")
     result = export_genotype(
         genotype,
         weights=weights,
@@ -81,7 +95,7 @@ def export(
     else:
         typer.echo(describe(result))
     if trt is not None:
-        path = build_trt_engine(result, trt, engine_path=engine, progress=_progress)
+        path = build_trt_engine(result, trt, engine_path=engine, timing_cache=timing_cache, progress=_progress)
         typer.echo(f"Wrote {path} and {path.name}.json")
 
 

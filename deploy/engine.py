@@ -3,8 +3,9 @@
 An engine runs only on the GPU model and TensorRT version it was built with, and loading one
 runs native code (TensorRT calls deserialization a trust boundary): load only engines you built.
 ``cas deploy export --trt`` writes ``<engine>.json`` beside every engine
-(:func:`casprof.backends.tensorrt_runner.engine_metadata`); :func:`check_engine` refuses an
-engine without it, or made for another TensorRT version or GPU, before anything is deserialized.
+(:func:`casprof.backends.tensorrt_runner.engine_metadata`, with the engine's sha256);
+:func:`check_engine` refuses an engine without it, another engine than the one it describes, or
+one made for another TensorRT version or GPU, before anything is deserialized.
 """
 
 from __future__ import annotations
@@ -47,6 +48,12 @@ def read_engine_metadata(engine_path: Path) -> dict[str, Any]:
     meta = read_json_file(meta_path, "engine metadata")
     if not isinstance(meta, dict) or not isinstance(meta.get("tensorrt_version"), str) or not meta.get("gpu_name"):
         raise UserInputError(f"The engine metadata {meta_path} lacks tensorrt_version or gpu_name.")
+    recorded = meta.get("engine_sha256")
+    if recorded is not None and recorded != file_sha256(engine_path):
+        raise UserInputError(
+            f"The engine {engine_path} is not the one its metadata {meta_path.name} describes (another sha256: "
+            "replaced or torn apart from it); rebuild it with `cas deploy export --trt`."
+        )
     return meta
 
 

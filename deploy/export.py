@@ -470,7 +470,8 @@ def build_trt_engine(
 
     Raises:
         BackendUnavailableError: TensorRT or a CUDA GPU is not here (exit 2).
-        UserInputError: a dynamic ONNX file (no optimization profile is built) or a bad path.
+        UserInputError: a dynamic export (the engine is built for one input size), a bad path or an
+            unusable timing cache (a file, or a folder holding one per TensorRT version and GPU).
         MeasurementError: the build failed or the engine's output does not match PyTorch.
     """
     from casprof.backends.tensorrt_runner import TensorRTRunner, tensorrt_unavailable_reason
@@ -480,7 +481,7 @@ def build_trt_engine(
     if reason is not None:
         raise BackendUnavailableError(reason)
     if result.dynamic:
-        raise UserInputError("A TensorRT engine needs a fixed input size here; export without --dynamic for --trt.")
+        raise UserInputError("A TensorRT engine is built for one input size here; export without --dynamic for --trt.")
     engine_path = Path(engine_path) if engine_path is not None else default_engine_path(result.onnx_path, precision)
     ensure_parent_exists(engine_path)
     source: Any

@@ -259,8 +259,14 @@ def test_export_refusals_write_nothing(genotype_file: Path, tmp_path: Path) -> N
     assert "Unknown ONNX exporter" in _exit2(
         _cas("deploy", "export", "-g", genotype_file, "--onnx", tmp_path / "m.onnx", "-r", RES, "--exporter", "tflite")
     )
-    assert "--trt needs a fixed input size" in _exit2(
+    assert "--trt builds an engine for one input size (--resolution); drop --dynamic." in _exit2(
         _cas("deploy", "export", "-g", genotype_file, "--onnx", tmp_path / "m.onnx", "-r", RES, "--dynamic", "--trt", "fp16")
+    )
+    assert "--timing-cache goes with --trt" in _exit2(
+        _cas("deploy", "export", "-g", genotype_file, "--onnx", tmp_path / "m.onnx", "-r", RES, "--timing-cache", tmp_path)
+    )
+    assert f"The folder of the timing cache {missing} does not exist." in _exit2(
+        _cas("deploy", "export", "-g", genotype_file, "--onnx", tmp_path / "m.onnx", "-r", RES, "--trt", "fp16", "--timing-cache", missing)
     )
     assert list(tmp_path.iterdir()) == []
 
@@ -385,12 +391,18 @@ def test_bench_source_refusals(exported, genotype_file: Path, tmp_path: Path) ->
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"\x00plan")
     assert "has no metadata file" in _exit2(_cas("deploy", "bench", "--engine", engine, *FAST_BENCH))
-    (tmp_path / "m.engine.json").write_text(
-        json.dumps({"tensorrt_version": "11.4.0", "gpu_name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "input_shape": [1, 3, 32, 64]})
+    meta = {"tensorrt_version": "0.0.0-test", "gpu_name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "input_shape": [1, 3, 32, 64]}
+    (tmp_path / "m.engine.json").write_text(json.dumps({**meta, "engine_sha256": hashlib.sha256(b"another plan").hexdigest()}))
+    assert f"The engine {engine} is not the one its metadata m.engine.json describes" in _exit2(
+        _cas("deploy", "bench", "--engine", engine, *FAST_BENCH)
     )
+    (tmp_path / "m.engine.json").write_text(json.dumps({**meta, "engine_sha256": hashlib.sha256(engine.read_bytes()).hexdigest()}))
     reason = tensorrt_unavailable_reason()
+    message = _exit2(_cas("deploy", "bench", "--engine", engine, *FAST_BENCH))
     if reason is not None:
-        assert reason in _exit2(_cas("deploy", "bench", "--engine", engine, *FAST_BENCH))
+        assert reason in message
+    else:  # TensorRT and a GPU are here: the engine's metadata names a TensorRT that is not
+        assert "The engine was built with TensorRT 0.0.0-test" in message
     assert "runs only on the tensorrt backend" in _exit2(_cas("deploy", "bench", "--engine", engine, "-b", "onnxruntime", *FAST_BENCH))
 
 

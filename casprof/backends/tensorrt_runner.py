@@ -54,8 +54,9 @@ _TRT_TO_TORCH: dict[str, torch.dtype] = {
     "FP8": torch.float8_e4m3fn,
 }
 
-#: ONNX ``TensorProto`` element type of float16.
+#: ONNX ``TensorProto`` element type of float16, and of the other float types (float, double, bfloat16).
 _ONNX_FLOAT16 = 10
+_ONNX_OTHER_FLOATS = (1, 11, 16)
 
 
 # --------------------------------------------------------------------------------------------
@@ -119,6 +120,29 @@ def timing_cache_name(*, trt_version: str, gpu_name: str, compute_capability: st
     return f"trt-{trt_version}-sm{compute_capability.replace('.', '')}-{gpu}.timing-cache"
 
 
+def timing_cache_file(path: Path, *, trt_version: str, gpu_name: str, compute_capability: str) -> Path:
+    """The timing-cache file to use for ``path``: inside an existing folder, a file named for this
+    TensorRT version and GPU (:func:`timing_cache_name`); otherwise ``path`` itself."""
+    path = Path(path)
+    if path.is_dir():
+        return path / timing_cache_name(trt_version=trt_version, gpu_name=gpu_name, compute_capability=compute_capability)
+    return path
+
+
+def input_needs_shape(what: str, engine_shape: Sequence[int], requested: Sequence[int]) -> bool:
+    """Whether an input of ``engine_shape`` (``-1`` for a dynamic dimension) must be given
+    ``requested`` at run time; refuses shapes that cannot take it.
+
+    Raises:
+        UserInputError: another rank, or a fixed dimension that differs.
+    """
+    engine_shape, requested = tuple(int(d) for d in engine_shape), tuple(int(d) for d in requested)
+    if len(engine_shape) != len(requested) or any(e != -1 and e != r for e, r in zip(engine_shape, requested)):
+        shown = "x".join("?" if d == -1 else str(d) for d in engine_shape)
+        raise UserInputError(f"{what} takes inputs of shape {shown}, not {'x'.join(map(str, requested))}.")
+    return -1 in engine_shape
+
+
 def engine_metadata(
     *,
     trt_version: str,
@@ -133,6 +157,7 @@ def engine_metadata(
     tf32: bool | None = None,
     timing_cache_sha256: str | None = None,
     io: Mapping[str, Any] | None = None,
+    engine_sha256: str | None = None,
 ) -> dict[str, Any]:
     """What the deploy stage writes beside an engine (an engine only runs on the same GPU
     model with the same TensorRT version, and is a trust boundary: it runs native code)."""
@@ -150,6 +175,7 @@ def engine_metadata(
         "tf32": tf32,
         "timing_cache_sha256": timing_cache_sha256,
         "io": dict(io) if io is not None else None,
+        "engine_sha256": engine_sha256,
     }
     if input_shape is not None:
         meta["cache_key"] = engine_cache_key(
@@ -164,23 +190,36 @@ def engine_metadata(
 
 
 def onnx_precision(model_proto: Any) -> str:
-    """``"fp16"`` when an ONNX model carries float16 tensors anywhere, else ``"fp32"``.
+    """``"fp16"`` when an ONNX model's weights are mostly float16, else ``"fp32"``.
 
     A strongly typed engine runs in the ONNX file's own types, so this is the precision an
-    engine built from it will have.
+    engine built from it will have. Weights decide (more float16 than float32/bfloat16/double
+    values among the initializers and ``Constant`` tensors): a float32 model with a single
+    float16 ``Cast`` somewhere is not an fp16 engine. A model without float weights is fp16
+    when its inputs, outputs or casts are.
     """
     graph = model_proto.graph
-    if any(t.data_type == _ONNX_FLOAT16 for t in graph.initializer):
-        return "fp16"
+    tensors = list(graph.initializer) + [
+        a.t for node in graph.node if node.op_type == "Constant" for a in node.attribute if a.name == "value"
+    ]
+    half = sum(_numel(t) for t in tensors if t.data_type == _ONNX_FLOAT16)
+    other = sum(_numel(t) for t in tensors if t.data_type in _ONNX_OTHER_FLOATS)
+    if half or other:
+        return "fp16" if half > other else "fp32"
     for value in list(graph.input) + list(graph.output) + list(graph.value_info):
         if value.type.tensor_type.elem_type == _ONNX_FLOAT16:
             return "fp16"
     for node in graph.node:
         if node.op_type == "Cast" and any(a.name == "to" and a.i == _ONNX_FLOAT16 for a in node.attribute):
             return "fp16"
-        if node.op_type == "Constant" and any(a.t.data_type == _ONNX_FLOAT16 for a in node.attribute if a.name == "value"):
-            return "fp16"
     return "fp32"
+
+
+def _numel(tensor: Any) -> int:
+    n = 1
+    for d in tensor.dims:
+        n *= int(d)
+    return n
 
 
 def precision_mismatch_message(onnx_path: Path | str, asked: str, carried: str) -> str | None:
@@ -245,38 +284,65 @@ def make_trt_logger(trt: Any) -> Any:
 def build_serialized_engine(
     onnx_path: Path,
     *,
+    input_shape: Sequence[int] | None = None,
     timing_cache: Path | None = None,
     workspace_bytes: int = DEFAULT_WORKSPACE_BYTES,
     logger: Any = None,
 ) -> tuple[bytes, dict[str, Any]]:
     """Parse an ONNX file into a strongly typed network and build a serialized engine.
 
-    Reads the timing cache from ``timing_cache`` when it exists and writes the updated cache
-    back atomically. Returns the plan bytes and build facts (TF32 flag, cache digest).
+    An input with dynamic dimensions gets an optimization profile fixed at ``input_shape``
+    (min = opt = max: the engine is built for the one size it will run at). Reads the timing
+    cache from ``timing_cache`` when it exists (refusing one TensorRT cannot use, rather than
+    building without it) and writes the updated cache back atomically. Returns the plan bytes
+    and build facts (TF32 flag, cache digest).
+
+    Raises:
+        UserInputError: a dynamic input and no ``input_shape``, a shape the input cannot take,
+            or an unusable timing cache.
+        MeasurementError: the parser or the builder failed (with TensorRT's own errors).
     """
     import tensorrt as trt
 
     logger = logger or make_trt_logger(trt)
+    errors: list[str] = getattr(logger, "errors", [])
     builder = trt.Builder(logger)
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
-        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise MeasurementError(format_parser_errors(onnx_path, errors or getattr(logger, "errors", [])))
+        parse_errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise MeasurementError(format_parser_errors(onnx_path, parse_errors or errors))
+
+    profile = None
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        if -1 not in tuple(tensor.shape):
+            continue
+        if input_shape is None:
+            raise UserInputError(f"The ONNX model {onnx_path} has a dynamic input {tensor.name!r}; give the input shape to build for.")
+        input_needs_shape(f"The ONNX model {onnx_path}", tuple(tensor.shape), input_shape)
+        if profile is None:
+            profile = builder.create_optimization_profile()
+        shape = tuple(int(d) for d in input_shape)
+        profile.set_shape(tensor.name, shape, shape, shape)
+    if profile is not None and config.add_optimization_profile(profile) < 0:
+        raise MeasurementError(format_build_errors(["the optimization profile was refused"] + errors))
 
     cache_bytes = b""
     if timing_cache is not None and Path(timing_cache).is_file():
         cache_bytes = Path(timing_cache).read_bytes()
+    seen = len(errors)
     cache = config.create_timing_cache(cache_bytes)
-    if not config.set_timing_cache(cache, ignore_mismatch=False):
+    if cache is None or len(errors) > seen or not config.set_timing_cache(cache, ignore_mismatch=False):
+        reason = " ".join(str(errors[-1]).split()) if len(errors) > seen else "it was made on another GPU"
         raise UserInputError(
-            f"The timing cache {timing_cache} was made for another GPU or TensorRT version; delete it or pass another path."
+            f"The timing cache {timing_cache} cannot be used here ({reason.rstrip('.')}); delete it or pass another path."
         )
     plan = builder.build_serialized_network(network, config)
     if plan is None:
-        raise MeasurementError(format_build_errors(getattr(logger, "errors", [])))
+        raise MeasurementError(format_build_errors(errors))
     plan_bytes = bytes(memoryview(plan))
     facts: dict[str, Any] = {"tf32": bool(config.get_flag(trt.BuilderFlag.TF32)), "timing_cache_sha256": None}
     new_cache = bytes(memoryview(config.get_timing_cache().serialize()))
@@ -404,9 +470,23 @@ class TensorRTRunner(Runner):
 
         assert self.onnx_path is not None and self._device is not None
         logger = make_trt_logger(trt)
+        cache = None
+        if self.timing_cache is not None:
+            gpu = cuda_device_details(self._device)
+            cache = timing_cache_file(
+                self.timing_cache,
+                trt_version=tensorrt_version() or "unknown",
+                gpu_name=gpu["device_name"],
+                compute_capability=gpu["compute_capability"],
+            )
         self.plan, self._build_facts = build_serialized_engine(
-            self.onnx_path, timing_cache=self.timing_cache, workspace_bytes=self.workspace_bytes, logger=logger
+            self.onnx_path,
+            input_shape=self.spec.input_shape,
+            timing_cache=cache,
+            workspace_bytes=self.workspace_bytes,
+            logger=logger,
         )
+        self._build_facts["timing_cache"] = str(cache) if cache is not None else None
         self._load_plan(trt, logger, f"The ONNX model {self.onnx_path}")
 
     def _load_plan(self, trt: Any, logger: Any, what: str) -> None:
@@ -426,11 +506,9 @@ class TensorRTRunner(Runner):
         if len(inputs) != 1 or not outputs:
             raise UserInputError(f"{what} must have one input and an output, found {len(inputs)} inputs.")
         self._input_name, self._output_name = inputs[0], outputs[0]
-        in_shape = tuple(engine.get_tensor_shape(self._input_name))
-        if -1 in in_shape:
-            context.set_input_shape(self._input_name, tuple(self.spec.input_shape))
-        elif in_shape != tuple(self.spec.input_shape):
-            raise UserInputError(f"{what} takes inputs of shape {in_shape}, not {tuple(self.spec.input_shape)}.")
+        if input_needs_shape(what, tuple(engine.get_tensor_shape(self._input_name)), self.spec.input_shape):
+            if not context.set_input_shape(self._input_name, tuple(self.spec.input_shape)):
+                raise MeasurementError(format_build_errors([f"the input shape {tuple(self.spec.input_shape)} was refused"] + logger.errors))
         dev = self._device
         for name in inputs + outputs:
             dtype_name = engine.get_tensor_dtype(name).name
@@ -468,14 +546,15 @@ class TensorRTRunner(Runner):
     def _time_once(self) -> float:
         stream = self._stream
         assert stream is not None
-        start = torch.cuda.Event(enable_timing=True)
-        end = torch.cuda.Event(enable_timing=True)
-        stream.synchronize()
-        start.record(stream)
-        self._execute()
-        end.record(stream)
-        end.synchronize()
-        return float(start.elapsed_time(end))
+        with torch.cuda.device(self._device):
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            stream.synchronize()
+            start.record(stream)
+            self._execute()
+            end.record(stream)
+            end.synchronize()
+            return float(start.elapsed_time(end))
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
         assert self._stream is not None and self._device is not None
@@ -507,10 +586,12 @@ class TensorRTRunner(Runner):
             tf32=self._build_facts.get("tf32"),
             timing_cache_sha256=self._build_facts.get("timing_cache_sha256"),
             io=self._io,
+            engine_sha256=hashlib.sha256(self.plan).hexdigest(),
         )
 
     def save_engine(self, path: Path) -> Path:
-        """Write the serialized engine atomically, with ``<path>.json`` metadata beside it."""
+        """Write the serialized engine atomically, with ``<path>.json`` metadata beside it (which
+        records the engine's sha256, so an engine torn from its metadata is refused on loading)."""
         meta = self.metadata()
         assert self.plan is not None
         path = Path(path)
