@@ -27,6 +27,33 @@ def ensure_parent_exists(path: Path) -> None:
         raise UserInputError(f"The output folder {parent} is not writable.")
 
 
+def check_output_folder(path: Path) -> None:
+    """Refuse an output folder that cannot be made or written: a file in its place or on its
+    path, or a read-only folder where it would go (checked before any work; makes nothing)."""
+    target = Path(path).expanduser().absolute()
+    probe = target
+    while not probe.exists() and not probe.is_symlink() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        if probe == target:
+            raise UserInputError(f"The output folder {target} is a file.")
+        raise UserInputError(f"Cannot make the output folder {target}: {probe} is not a folder.")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        if probe == target:
+            raise UserInputError(f"The output folder {target} is not writable.")
+        raise UserInputError(f"Cannot make the output folder {target}: {probe} is not writable.")
+
+
+def make_output_folder(path: Path) -> None:
+    """Make an output folder (and its parents) after :func:`check_output_folder`; an operating
+    system's refusal becomes one sentence."""
+    check_output_folder(path)
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserInputError(f"Cannot make the output folder {path} ({exc.strerror or type(exc).__name__}).") from None
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -45,7 +45,7 @@ def _hardware_line(profile: Profile) -> str:
     hw = profile.hardware
     target = hw.get("estimated_for")
     if isinstance(target, dict):
-        return f"[bold red]ESTIMATED[/] for {target.get('description', profile.device)} (not present, nothing measured)"
+        return f"[bold red]ESTIMATED[/] for {target.get('description', profile.device)} (nothing measured)"
     gpus = hw.get("gpus") or []
     cpu = (hw.get("cpu") or {}).get("model", "unknown CPU")
     if gpus:

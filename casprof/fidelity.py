@@ -403,7 +403,8 @@ def check_can_measure(profile: Profile, hardware: HardwareFingerprint) -> None:
     """Refuse an estimated profile and a profile made on other hardware than the present one."""
     if profile.method is Method.ESTIMATED:
         raise UserInputError(
-            f"The profile for {profile.device} is an estimate, so there is no measurement on its device to check it against."
+            f"The profile for {profile.device} is an estimate, not a measurement: there is nothing measured to check or "
+            "calibrate against here (measure a profile of this machine with `casprof measure`)."
         )
     if Metric.LATENCY_MS.value not in profile.metrics:
         raise UserInputError("The profile has no latency_ms metric to check.")

@@ -160,6 +160,9 @@ class Genotype:
     def from_dict(cls, d: Any) -> Genotype:
         if not isinstance(d, dict):
             raise UserInputError("A genotype must be a JSON object.")
+        if not any(k in d for k in CELL_TYPES):
+            looks = " (it looks like a cost profile)" if "costs" in d and "baseline" in d else ""
+            raise UserInputError(f"This is not a genotype{looks}: it has none of the cells {', '.join(CELL_TYPES)}.")
         check_schema_version(d, "genotype", GENOTYPE_SCHEMA_VERSION)
         missing = [k for k in (*CELL_TYPES, "network") if k not in d]
         if missing:

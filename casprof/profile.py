@@ -348,10 +348,13 @@ def _parse_profile(d: Any) -> Profile:
             for k in ("peak_tflops", "bandwidth_gbs", "launch_overhead_us"))):
         raise UserInputError("The profile's backend.details.roofline must be an object whose peak_tflops, "
                              "bandwidth_gbs and launch_overhead_us are numbers.")
+    backend = BackendRecord.from_dict(d["backend"])
+    if method is Method.MEASURED:
+        _check_measured_backend(backend, settings)
     return Profile(
         device=str(d["device"]),
         hardware=dict(hardware),
-        backend=BackendRecord.from_dict(d["backend"]),
+        backend=backend,
         method=method,
         network=config,
         input_size=(size[0], size[1]),
@@ -365,6 +368,29 @@ def _parse_profile(d: Any) -> Profile:
         calibration=calibration,
         read_schema_version=version,
     )
+
+
+def _check_measured_backend(backend: BackendRecord, settings: Mapping[str, Any]) -> None:
+    """Refuse a measured profile whose backend block names no backend, precision or thread count
+    this toolkit measures with, or disagrees with its settings (a hand edit: a check or a
+    fidelity run would otherwise time another backend than the one the block names)."""
+    from casprof.backends.base import Backend, Precision
+
+    known = {b.value for b in Backend}
+    if backend.name not in known:
+        raise UserInputError(f"The profile's backend {backend.name!r} is none of {', '.join(sorted(known))}.")
+    if backend.precision not in {p.value for p in Precision}:
+        raise UserInputError(f"The profile's precision {backend.precision!r} is neither fp32 nor fp16.")
+    threads = backend.threads
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise UserInputError(f"The profile's backend threads {threads!r} is not a positive whole number.")
+    for key, value in (("backend", backend.name), ("precision", backend.precision)):
+        recorded = settings.get(key)
+        if recorded is not None and recorded != value:
+            raise UserInputError(
+                f"The profile's settings.{key} {recorded!r} disagrees with its backend block ({value!r}); "
+                "it was edited by hand."
+            )
 
 
 def _check_hardware_digest(hardware: Mapping[str, Any]) -> None:

@@ -32,7 +32,7 @@ from typing import Any
 from casprof import __version__
 from casprof._io import atomic_write_json, atomic_write_text, ensure_parent_exists, file_sha256
 from casprof.backends import Backend, Precision, RunnerSpec, make_runner, parse_backend
-from casprof.backends.cpu_memory import parse_cpu_allocator
+from casprof.backends.cpu_memory import KEEP_ONLY_TORCH_ON_CPU, CpuAllocator, parse_cpu_allocator
 from casprof.backends.memory_format import LAYOUT_ONLY_TORCH, MemoryFormat, parse_memory_format
 from casprof.backends.onnx_export import check_exporter
 from casprof.config import DEFAULT_CONFIG, DEFAULT_RESOLUTION, NetworkConfig, parse_resolution
@@ -359,12 +359,15 @@ def run_bench(
     layout = parse_memory_format(settings.memory_format)
     if layout is not MemoryFormat.CONTIGUOUS and Backend.TORCH not in source.backends:
         raise UserInputError(LAYOUT_ONLY_TORCH)
+    allocator = parse_cpu_allocator(settings.cpu_allocator)
+    if allocator is CpuAllocator.KEEP and Backend.TORCH not in source.backends:
+        raise UserInputError(KEEP_ONLY_TORCH_ON_CPU)  # the other runners would report it without applying it
     device = settings.device or ("cuda:0" if Backend.TENSORRT in source.backends else "cpu")
     threads = settings.threads or default_threads()
     h, w = source.size
     shape = (1, source.channels, h, w)
     spec = RunnerSpec(input_shape=shape, device=device, precision=precision, threads=threads, seed=settings.seed,
-                      cpu_allocator=parse_cpu_allocator(settings.cpu_allocator), memory_format=layout)
+                      cpu_allocator=allocator, memory_format=layout)
     x = seeded_input(shape, settings.seed)
     reference = torch_reference(source.built.model, x) if source.built is not None else None
 

@@ -74,6 +74,8 @@ def export(
 
     if trt is not None and dynamic:
         raise UserInputError("--trt builds an engine for one input size (--resolution); drop --dynamic.")
+    if engine is not None and trt is None:
+        raise UserInputError("--engine names the engine that --trt builds; add --trt fp32, fp16 or int8.")
     if timing_cache is not None:
         if trt is None:
             raise UserInputError("--timing-cache goes with --trt (it is the TensorRT builder's cache).")

@@ -67,7 +67,7 @@ CostSupportOpt = Annotated[
 ArchLrOpt = Annotated[float, typer.Option("--arch-lr", help="Adam learning rate of the architecture weights.")]
 LrOpt = Annotated[float, typer.Option("--lr", help="SGD learning rate of the weights (poly decay, power 0.9).")]
 CheckpointOpt = Annotated[int, typer.Option("--checkpoint-every", help="Iterations between checkpoints.")]
-LogEveryOpt = Annotated[int, typer.Option("--log-every", help="Iterations between log.jsonl lines and alpha snapshots.")]
+LogEveryOpt = Annotated[int, typer.Option("--log-every", help="Iterations between log.jsonl lines (alpha snapshots are written with each checkpoint).")]
 RunDeviceOpt = Annotated[str, typer.Option("--device", help="cpu or cuda[:N] (under torchrun: each rank's local GPU).")]
 ResumeFlag = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint.")]
 

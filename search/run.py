@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from casprof._io import atomic_write_bytes, atomic_write_json, read_json_file
+from casprof._io import atomic_write_bytes, atomic_write_json, check_output_folder, make_output_folder, read_json_file
 from casprof.config import NetworkConfig
 from casprof.devices import torch_device
 from casprof.errors import CasError, UserInputError
@@ -111,11 +111,18 @@ def prepare(settings: SearchSettings, dist: DistContext | None = None) -> Search
         backbone = Genotype.load(settings.backbone)
         profile.require_network(backbone.network)
         fixed.update(normal=backbone.normal, reduce=backbone.reduce)
-    elif settings.stage is Stage.BACKBONE:
+    elif settings.backbone is not None:
+        raise UserInputError(f"--backbone goes with --stage ms (a {settings.stage.value} search searches the backbone itself).")
+    if settings.stage is Stage.BACKBONE:
         fixed["ms"] = default_ms_cell(config)
     world = dist.world_size if dist is not None else 1
     if settings.batch_size % world:
         raise UserInputError(f"The batch size {settings.batch_size} is not divisible by the {world} processes.")
+    if settings.batch_size // world < 2:
+        raise UserInputError(
+            f"The batch size {settings.batch_size} leaves {settings.batch_size // world} image per process; the supernet's "
+            "spp_* operations batch-normalise a 1x1 pooled map, which needs at least 2 images per process."
+        )
     cost = CostModel.from_profile(profile, settings.metric, config, settings.searched_cell_types, settings.cost_support)
     device = dist.device if dist is not None else torch_device(settings.device)
     return SearchSetup(settings, profile, config, fixed, cost, unit, device, cost.warnings)
@@ -126,11 +133,17 @@ def check_run_folder(settings: SearchSettings, out_dir: Path, resume: bool) -> b
     held = [name for name in RUN_FILES if (out_dir / name).exists()]
     if out_dir.exists() and not out_dir.is_dir():
         raise UserInputError(f"The output path {out_dir} exists and is not a folder.")
+    check_output_folder(out_dir)
     if not resume:
         if held:
             raise UserInputError(f"The folder {out_dir} already holds a search run; pass --resume or choose another --out.")
         return False
     if not (out_dir / "settings.json").exists():
+        if held:
+            raise UserInputError(
+                f"The folder {out_dir} holds {', '.join(held)} but no settings.json, so its run cannot be resumed; "
+                "choose another --out."
+            )
         return False
     settings_path = out_dir / "settings.json"
     recorded = SearchSettings.from_dict(read_json_file(settings_path, "search settings"), settings_path)
@@ -294,7 +307,7 @@ def run_search(
     if resuming and (out_dir / "checkpoint.pt").exists():
         state.load(out_dir / "checkpoint.pt", settings)
     if main:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        make_output_folder(out_dir)
         (out_dir / "alphas").mkdir(exist_ok=True)
         atomic_write_json(out_dir / "settings.json", settings.to_dict())
         if resuming:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from casprof._io import atomic_write_json, atomic_write_text, read_json_file
+from casprof._io import atomic_write_json, atomic_write_text, check_output_folder, make_output_folder, read_json_file
 from casprof.errors import UserInputError
 from search.settings import SearchSettings
 
@@ -138,6 +138,7 @@ def _settings_record(base: SearchSettings, lambdas: Sequence[float]) -> dict[str
 
 def _check_folder(base: SearchSettings, out_dir: Path, resume: bool) -> dict[float, SweepRow]:
     """Refuse a folder that holds something else; on resume, return the rows already finished."""
+    check_output_folder(out_dir)
     if not out_dir.exists() or not any(out_dir.iterdir()):
         if resume:
             raise UserInputError(f"There is no sweep to resume in {out_dir}.")
@@ -246,7 +247,7 @@ def run_sweep(
     barrier(dist)  # every rank has looked at the folder before rank 0 writes into it
     say = announce or (lambda _msg: None)
     if is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        make_output_folder(out_dir)
         atomic_write_json(out_dir / SETTINGS_FILE, _settings_record(base, lambdas))
     rows: dict[float, SweepRow] = {lam: done[lam] for lam in lambdas if lam in done}
     skipped = tuple(rows)

@@ -57,6 +57,7 @@ def test_devices_lists_the_registry() -> None:
         (["measure", "--device", "cpu", "--probes-per-bracket", "0"], "At least one probe per bracket"),
         (["measure", "--device", "cpu", "--backend", "torch", "--cpu-allocator", "hoard"], "hoard"),
         (["measure", "--device", "cpu", "--cpu-allocator", "keep"], "applies to the torch backend on a CPU only"),
+        (["measure", "--device", "cpu", "--backend", "torch", "--ort-shared-pool"], "--ort-shared-pool applies to the onnxruntime backend only"),
     ],
 )
 def test_measure_bad_input(tmp_path: Path, args: list[str], message: str) -> None:
@@ -64,6 +65,16 @@ def test_measure_bad_input(tmp_path: Path, args: list[str], message: str) -> Non
     result = runner.invoke(app, [*args, "--out", str(out)])
     assert message in _one_sentence_error(result)
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+@pytest.mark.parametrize("estimate", [False, True])
+def test_measure_where_the_default_profiles_folder_is_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, estimate: bool) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "profiles").write_text("not a folder")
+    args = ["measure", "--device", "gtx1070", "--estimate"] if estimate else ["measure", "--device", "cpu"]
+    result = runner.invoke(app, args)
+    assert f"The output folder {tmp_path / 'profiles'} is a file." in _one_sentence_error(result)
+    assert [p.name for p in tmp_path.iterdir()] == ["profiles"]
 
 
 def test_measure_into_missing_folder(tmp_path: Path) -> None:

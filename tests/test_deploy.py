@@ -262,6 +262,9 @@ def test_export_refusals_write_nothing(genotype_file: Path, tmp_path: Path) -> N
     assert "--trt builds an engine for one input size (--resolution); drop --dynamic." in _exit2(
         _cas("deploy", "export", "-g", genotype_file, "--onnx", tmp_path / "m.onnx", "-r", RES, "--dynamic", "--trt", "fp16")
     )
+    assert "--engine names the engine that --trt builds" in _exit2(
+        _cas("deploy", "export", "-g", genotype_file, "--onnx", tmp_path / "m.onnx", "-r", RES, "--engine", tmp_path / "m.engine")
+    )
     assert "--timing-cache goes with --trt" in _exit2(
         _cas("deploy", "export", "-g", genotype_file, "--onnx", tmp_path / "m.onnx", "-r", RES, "--timing-cache", tmp_path)
     )
@@ -361,6 +364,7 @@ def test_bench_torch_and_onnxruntime_report(small_genotype_file: Path, tmp_path:
         (["-r", RES, "--cpu-allocator", "hoard"], "hoard"),
         (["-r", RES, "--memory-format", "nhwc"], "nhwc"),
         (["-r", RES, "-b", "onnxruntime", "--memory-format", "channels_last"], "applies to the torch backend only"),
+        (["-r", RES, "-b", "onnxruntime", "--cpu-allocator", "keep"], "--cpu-allocator keep applies to the torch backend on a CPU only"),
     ],
 )
 def test_bench_bad_input(genotype_file: Path, tmp_path: Path, args: list[str], message: str) -> None:

@@ -114,7 +114,7 @@ def _other_generation_recorded_before_signatures(d: dict) -> None:
     [
         (None, ["--samples", "4"], "at least 5 random genotypes"),
         (lambda d: d.__setitem__("method", "estimated"), [], "is an estimate"),
-        (lambda d: d["settings"].__setitem__("backend", "foo"), [], "settings block is malformed (ValueError: 'foo' is not a valid Backend)"),
+        (lambda d: d["settings"].__setitem__("backend", "foo"), [], "settings.backend 'foo' disagrees with its backend block ('torch')"),
         (lambda d: d["settings"].__setitem__("seed", "x"), [], "settings block is malformed"),
         (lambda d: d["baseline"].__setitem__("latency_ms", {"value": -1.0}), [], "c'_id is -1 ms"),
         (_other_hardware, [], "Imaginary CPU 9000"),
@@ -165,6 +165,11 @@ def test_fidelity_repeats_the_profiles_memory_arena(tiny_profile_path: Path) -> 
 def test_fidelity_refuses_a_missing_report_folder(tiny_profile_path: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["fidelity", "--profile", str(tiny_profile_path), "--report", str(tmp_path / "no")])
     assert result.exit_code == 2 and "does not exist" in result.output
+    a_file = tmp_path / "report.md"
+    a_file.write_text("x")
+    result = runner.invoke(app, ["fidelity", "--profile", str(tiny_profile_path), "--report", str(a_file)])
+    assert result.exit_code == 2 and f"The output folder {a_file} is a file." in result.output  # before any timing
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.md"]
 
 
 def test_fidelity_console_script_measures_and_reports(tiny_profile_path: Path, tmp_path: Path) -> None:

@@ -60,6 +60,13 @@ def test_bad_genotypes_are_refused(mutate, message: str) -> None:
         Genotype.from_dict(_edit(mutate))
 
 
+def test_a_profile_given_as_a_genotype_is_named_as_such(tiny_profile_path: Path) -> None:
+    with pytest.raises(UserInputError, match=r"^This is not a genotype \(it looks like a cost profile\): it has none of the cells"):
+        Genotype.load(tiny_profile_path)
+    with pytest.raises(UserInputError, match=r"^This is not a genotype: it has none of the cells normal, reduce, ms\.$"):
+        Genotype.from_dict({"schema_version": 7})
+
+
 def test_bad_files(tmp_path: Path) -> None:
     with pytest.raises(UserInputError, match="does not exist"):
         Genotype.load(tmp_path / "missing.json")

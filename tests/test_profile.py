@@ -101,6 +101,12 @@ def _edited(src: Path, dst: Path, edit) -> Path:
         (lambda d: d["network"].__setitem__("input_size", [100, 100]), "input_size 100x100 does not fit its network"),
         (lambda d: d["settings"].__setitem__("pooled_from", 3), "pooled_from must be a list of objects"),
         (lambda d: d["backend"]["details"].__setitem__("roofline", {"peak_tflops": "x"}), "peak_tflops, bandwidth_gbs and launch_overhead_us are numbers"),
+        # a measured profile's backend block must name what fidelity and calibrate would time again
+        (lambda d: d["backend"].__setitem__("name", "foo"), "backend 'foo' is none of onnxruntime, tensorrt, torch"),
+        (lambda d: d["backend"].__setitem__("precision", "fp64"), "precision 'fp64' is neither fp32 nor fp16"),
+        (lambda d: d["backend"].__setitem__("threads", 0), "threads 0 is not a positive whole number"),
+        (lambda d: d["settings"].__setitem__("backend", "tensorrt"), r"settings.backend 'tensorrt' disagrees with its backend block \('torch'\)"),
+        (lambda d: d["settings"].__setitem__("precision", "fp16"), "settings.precision 'fp16' disagrees"),
     ],
 )
 def test_bad_profiles_are_refused(tiny_profile_path: Path, tmp_path: Path, edit, message: str) -> None:

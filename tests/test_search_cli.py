@@ -110,6 +110,9 @@ def test_parse_crop_and_default_out() -> None:
         (["--profile", "{profile}", "--metric", "macs", "--target", "8ms"], "is a time"),
         (["--profile", "{profile}", "--stage", "ms"], "needs the backbone genotype"),
         (["--profile", "{profile}", "--stage", "ms", "--backbone", "{tiny_genotype}"], "was made for network"),
+        (["--profile", "{profile}", "--stage", "joint", "--backbone", "{tiny_genotype}"], "--backbone goes with --stage ms"),
+        (["--profile", "{profile}", "--batch-size", "1"], "needs at least 2 images per process"),
+        (["--profile", "{profile}", "--stage", "backbone", "--backbone", "{tiny_genotype}"], "--backbone goes with --stage ms"),
         (["--profile", "{profile}", "--order", "third"], "third"),
         (["--profile", "{profile}", "--device", "tpu"], "tpu"),
     ],
@@ -293,6 +296,24 @@ def test_search_resume_refuses_a_checkpoint_of_the_wrong_shape(tmp_path: Path, m
     argv = ["search", "--profile", str(made_profile), *TINY_ARGS, "--out", str(out), "--resume"]
     _refused(runner.invoke(app, argv), f"The checkpoint {out / 'checkpoint.pt'} {message}")
     assert _snapshot(out) == before and sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "settings.json"]
+
+
+def test_search_refuses_a_run_folder_it_cannot_make_or_resume(tmp_path: Path, made_profile: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    out = blocker / "run"
+    _refused(runner.invoke(app, ["search", "--profile", str(made_profile), *TINY_ARGS, "--out", str(out)]),
+             f"Cannot make the output folder {out}: {blocker} is not a folder.")
+    sweep = ["search", "sweep", "--profile", str(made_profile), "--lambdas", "0,1", *TINY_ARGS, "--out", str(out)]
+    _refused(runner.invoke(app, sweep), f"Cannot make the output folder {out}: {blocker} is not a folder.")
+    # files of a run but no settings.json: --resume cannot tell what run it was, so it refuses (not a fresh start over them)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"junk")
+    before = _snapshot(run)
+    argv = ["search", "--profile", str(made_profile), *TINY_ARGS, "--out", str(run), "--resume"]
+    _refused(runner.invoke(app, argv), f"The folder {run} holds checkpoint.pt but no settings.json, so its run cannot be resumed")
+    assert _snapshot(run) == before
 
 
 # --- a real `cas search` subprocess ---------------------------------------------------------------

@@ -71,6 +71,15 @@ def test_train_bad_input(tmp_path: Path, args: list[str], message: str) -> None:
     assert not (tmp_path / "run").exists()
 
 
+def test_train_refuses_a_run_folder_it_cannot_make(tmp_path: Path) -> None:
+    g = genotype_file(tmp_path, MINI19)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    result = runner.invoke(app, ["train", "-g", str(g), "--out", str(blocker / "run"), "--iters", "1"])
+    assert f"Cannot make the output folder {blocker / 'run'}: {blocker} is not a folder." in _exit2(result)
+    assert "is a file" in _exit2(runner.invoke(app, ["train", "-g", str(g), "--out", str(blocker), "--iters", "1"]))
+
+
 def test_train_refuses_a_dataset_folder_with_the_wrong_layout(tmp_path: Path) -> None:
     g = genotype_file(tmp_path, MINI19)
     root = tmp_path / "cityscapes"

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from casprof._io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json_file
+from casprof._io import atomic_write_bytes, atomic_write_json, atomic_write_text, check_output_folder, make_output_folder, read_json_file
 from casprof.errors import UserInputError
 from casprof.genotype import Genotype
 from train.settings import TrainSettings
@@ -129,6 +129,7 @@ class RunFolder:
         """
         if self.root.exists() and not self.root.is_dir():
             raise UserInputError(f"The run folder {self.root} is a file.")
+        check_output_folder(self.root)
         if not self.holds_run():
             return None
         if not resume:
@@ -144,7 +145,7 @@ class RunFolder:
         return Checkpoint.load(self / CHECKPOINT) if (self / CHECKPOINT).exists() else None
 
     def start(self, settings: TrainSettings, genotype: Genotype) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+        make_output_folder(self.root)
         atomic_write_json(self / SETTINGS, settings.to_dict())
         genotype.save(self / GENOTYPE)
 

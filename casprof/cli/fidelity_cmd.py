@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from casprof._io import check_output_folder
 from casprof.block_checkpoint import checkpoint_beside
 from casprof.cli._app import err_console
 from casprof.cli._options import (BuildCacheOpt, BuildWorkersOpt, NetworkRoundsOpt, NetworkSweepsOpt, ProfileOpt, ResumeOpt,
@@ -52,8 +53,10 @@ def fidelity(
     settings = FidelitySettings(samples=samples, seed=seed, rounds=rounds,
                                 sweeps=network_sweeps(rounds) if sweeps is None else sweeps, extremes=extremes,
                                 retime_structure=retime_structure)
-    if report is not None and not report.is_dir():
-        raise UserInputError(f"The report folder {report} does not exist.")
+    if report is not None:
+        if not report.exists():
+            raise UserInputError(f"The report folder {report} does not exist.")
+        check_output_folder(report)  # a file, or a folder that cannot be written: refused before the timing
     p = Profile.load(profile)
     hardware = detect_hardware()
     check_can_measure(p, hardware)

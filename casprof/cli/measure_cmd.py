@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from casprof._io import ensure_parent_exists
+from casprof._io import ensure_parent_exists, make_output_folder
 from casprof.backends.base import Backend, Precision
 from casprof.backends.cpu_memory import KEEP_ONLY_TORCH_ON_CPU, CpuAllocator
 from casprof.backends.memory_format import MemoryFormat
@@ -76,6 +76,8 @@ def measure(
         raise BackendUnavailableError("TensorRT runs only on a CUDA GPU; use --backend onnxruntime or torch on the CPU.")
     if resolved.kind is DeviceKind.CPU and precision is Precision.FP16:
         raise BackendUnavailableError("fp16 is measured only on a CUDA GPU; use --precision fp32 on the CPU.")
+    if ort_shared_pool and backend is not Backend.ONNXRUNTIME:
+        raise UserInputError("--ort-shared-pool applies to the onnxruntime backend only.")
     if cpu_allocator is CpuAllocator.KEEP and resolved.kind is not DeviceKind.CPU:
         raise UserInputError(KEEP_ONLY_TORCH_ON_CPU)
     settings = MeasureSettings(
@@ -102,7 +104,7 @@ def measure(
     h, w = size
     if out is None:
         out = Path("profiles") / f"{resolved.spec.name}-{backend.value}{settings.file_tag}-{precision.value}-{h}x{w}.json"
-        out.parent.mkdir(exist_ok=True)
+        make_output_folder(out.parent)
     ensure_parent_exists(out)
     err_console.print(
         f"Measuring [bold]{resolved.spec.name}[/] ({resolved.matched_name}) with {backend.value}/{precision.value} "
@@ -133,7 +135,7 @@ def _estimate(device: str, config: NetworkConfig, size: tuple[int, int], precisi
     h, w = size
     if out is None:
         out = Path("profiles") / f"{spec.name}-estimated-{precision.value}-{h}x{w}.json"
-        out.parent.mkdir(exist_ok=True)
+        make_output_folder(out.parent)
     ensure_parent_exists(out)
     err_console.print(
         f"[bold red]ESTIMATING[/] (not measuring) [bold]{spec.name}[/] at {h}x{w} {precision.value}: "
