@@ -118,7 +118,7 @@ def prepare(settings: SearchSettings, dist: DistContext | None = None) -> Search
     world = dist.world_size if dist is not None else 1
     if settings.batch_size % world:
         raise UserInputError(f"The batch size {settings.batch_size} is not divisible by the {world} processes.")
-    if settings.batch_size // world < 2:
+    if settings.batch_size // world < 2 and "ms" in settings.searched_cell_types:
         raise UserInputError(
             f"The batch size {settings.batch_size} leaves {settings.batch_size // world} image per process; the supernet's "
             "spp_* operations batch-normalise a 1x1 pooled map, which needs at least 2 images per process."
