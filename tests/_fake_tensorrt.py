@@ -129,7 +129,8 @@ class BuilderConfig:
 
 
 class Builder:
-    """Keeps what it made on the module (``last``) so a test can look at it afterwards."""
+    """Keeps itself in the module's ``state["builder"]`` (with the network and config it made) so a
+    test can look at them afterwards."""
 
     def __init__(self, logger: Any) -> None:
         self.logger = logger

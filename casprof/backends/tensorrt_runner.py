@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import tempfile
 import uuid
 from collections.abc import Mapping, Sequence
@@ -202,8 +203,8 @@ def onnx_precision(model_proto: Any) -> str:
     tensors = list(graph.initializer) + [
         a.t for node in graph.node if node.op_type == "Constant" for a in node.attribute if a.name == "value"
     ]
-    half = sum(_numel(t) for t in tensors if t.data_type == _ONNX_FLOAT16)
-    other = sum(_numel(t) for t in tensors if t.data_type in _ONNX_OTHER_FLOATS)
+    half = sum(math.prod(t.dims) for t in tensors if t.data_type == _ONNX_FLOAT16)
+    other = sum(math.prod(t.dims) for t in tensors if t.data_type in _ONNX_OTHER_FLOATS)
     if half or other:
         return "fp16" if half > other else "fp32"
     for value in list(graph.input) + list(graph.output) + list(graph.value_info):
@@ -213,13 +214,6 @@ def onnx_precision(model_proto: Any) -> str:
         if node.op_type == "Cast" and any(a.name == "to" and a.i == _ONNX_FLOAT16 for a in node.attribute):
             return "fp16"
     return "fp32"
-
-
-def _numel(tensor: Any) -> int:
-    n = 1
-    for d in tensor.dims:
-        n *= int(d)
-    return n
 
 
 def precision_mismatch_message(onnx_path: Path | str, asked: str, carried: str) -> str | None:
