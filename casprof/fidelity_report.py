@@ -94,6 +94,7 @@ def report_markdown(report: FidelityReport) -> str:
         f"- wall time {report.seconds:.0f} s · {report.created}"
         + (f" (resumed after an interruption: {s['resumed_block_sweeps']} block sweep(s) timed before it, with their own "
            "instances)" if s.get("resumed_block_sweeps") else ""),
+        *(f"- **Warning:** {w}" for w in report.warnings),
         "",
         _HEAD,
         _RULE,

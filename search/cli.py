@@ -18,7 +18,7 @@ import typer
 from rich.text import Text
 
 from casprof.cli._app import err_console, make_app
-from casprof.cli._options import ProfileOpt, SeedOpt
+from casprof.cli._options import SeedOpt
 from casprof.config import parse_size
 from casprof.errors import UserInputError
 from casprof.profile import Metric
@@ -249,11 +249,13 @@ def search(
 def run_one(settings: SearchSettings, out_dir: Path, *, resume: bool) -> SearchResult:
     """Run one search with a progress bar on stderr; print the summary on stdout (rank 0 only)."""
     from search.distributed import distributed
-    from search.run import prepare, run_search
+    from search.run import RUN_FILES, prepare, run_search
 
     with distributed(settings.device) as dist:
         if dist is not None and not dist.is_main:
             return run_search(settings, out_dir, resume=resume, dist=dist)
+        if resume and not any((out_dir / name).exists() for name in RUN_FILES):
+            err_console.print(f"No search run in {out_dir} to resume: starting afresh.", highlight=False, markup=False)
         for warning in prepare(settings, dist).warnings:  # say it before the search starts, and again at the end
             _warn(warning)
         with _progress_bar() as bar:

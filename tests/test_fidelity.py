@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -151,8 +152,6 @@ def test_profile_recorded_before_signatures_is_still_this_machine(tiny_profile_p
 def test_fidelity_repeats_the_profiles_memory_arena(tiny_profile_path: Path) -> None:
     """A check measures as its profile did: the shared CPU arena when the profile used it, an arena
     per session for profiles that predate it."""
-    import dataclasses
-
     from casprof.fidelity import measure_settings_of
 
     p = Profile.load(tiny_profile_path)
@@ -283,6 +282,14 @@ def test_networks_are_timed_in_blocks_that_cover_every_candidate(tiny_profile_pa
     # not re-timed: no structure block, no diagnostic row, nothing in the JSON
     assert report.structure == () and report.structure_agreement is None and report.structure_shift_pct is None
     assert report.to_dict()["structure_terms"] == [] and "structure terms timed now" not in report_markdown(report)
+    # the machine's state: a baseline far from the profile's c'_id is a warning in the JSON and the Markdown
+    assert report.baseline_profile_ms is not None
+    for drift, warned in ((9.9, False), (10.1, True), (-12.0, True), (0.0, False)):
+        drifted = dataclasses.replace(report, baseline_now_ms=report.baseline_profile_ms * (1 + drift / 100))
+        assert bool(drifted.warnings) is warned and drifted.to_dict()["warnings"] == list(drifted.warnings)
+        assert ("**Warning:** The profile's baseline network ran" in report_markdown(drifted)) is warned
+        if warned:
+            assert f"{drift:+.1f} % from its c'_id" in drifted.warnings[0]
 
 
 def test_sweeps_share_the_rounds_out_in_order() -> None:

@@ -28,7 +28,7 @@ from search.cli import default_out_dir, parse_crop, parse_target
 from search.run import CHECKPOINT_VERSION
 from search.settings import SearchSettings
 from search.sweep import SweepRow, run_sweep
-from tests._search_support import MINI19, TINY19, write_profile
+from tests._search_support import TINY19, write_profile
 
 runner = CliRunner()
 TINY_ARGS = ["--iters", "2", "--batch-size", "2", "--crop", "32x64", "--log-every", "1"]
@@ -153,8 +153,9 @@ def test_sweep_bad_input(tmp_path: Path, made_profile: Path, args: list[str], me
 def test_search_warns_resumes_and_refuses_other_settings(tmp_path: Path, estimated_profile: Path) -> None:
     out = tmp_path / "run"
     base = ["search", "--profile", str(estimated_profile), *TINY_ARGS, "--out", str(out)]
-    first = runner.invoke(app, base)
+    first = runner.invoke(app, [*base, "--resume"])  # nothing there yet: a fresh run, and it says so
     assert first.exit_code == 0, first.output
+    assert f"No search run in {out} to resume: starting afresh." in first.output
     assert "Warning:" in first.output and "estimated" in first.output
     assert f"Derived genotype: {out / 'genotype.json'}" in first.output
     snapshot = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
@@ -166,6 +167,7 @@ def test_search_warns_resumes_and_refuses_other_settings(tmp_path: Path, estimat
 
     longer = runner.invoke(app, [*base, "--iters", "3", "--resume"])
     assert longer.exit_code == 0, longer.output
+    assert "starting afresh" not in longer.output
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [row["iteration"] for row in log] == [1, 2, 3]
     assert Genotype.load(out / "genotype.json").search.iterations == 3

@@ -30,9 +30,10 @@ def _exit2(result) -> str:
 def test_train_then_eval(tmp_path: Path) -> None:
     g = genotype_file(tmp_path, MINI19)
     run = tmp_path / "run"
-    done = runner.invoke(app, ["train", "-g", str(g), "--out", str(run), *TINY_RUN])
+    done = runner.invoke(app, ["train", "-g", str(g), "--out", str(run), *TINY_RUN, "--resume"])
     assert done.exit_code == 0, done.output
     assert "best validation mIoU" in done.output
+    assert f"No training run in {run} to resume: starting afresh." in done.output  # nothing there yet
     settings = json.loads((run / "settings.json").read_text())
     assert settings["optimizer"] == {"lr": 0.005, "poly_power": 0.9, "momentum": 0.9, "weight_decay": 5e-4}
     assert settings["augmentation"] == {"crop": [32, 64], "scale": [0.5, 2.0], "flip": True}
@@ -42,6 +43,7 @@ def test_train_then_eval(tmp_path: Path) -> None:
     assert "augmentation.flip is True in the run but False now" in _exit2(other)
     resumed = runner.invoke(app, ["train", "-g", str(g), "--out", str(run), *TINY_RUN, "--resume"])
     assert resumed.exit_code == 0, resumed.output  # already finished: nothing to do, same result
+    assert "starting afresh" not in resumed.output
 
     report = tmp_path / "eval.json"
     ev = runner.invoke(app, ["eval", "-g", str(g), "-w", str(run / "best.pt"), "--limit", "2", "--resolution", "64x128",

@@ -77,6 +77,7 @@ def train(
     Under torchrun every rank trains (DistributedDataParallel) and rank 0 writes.
     """
     from search.distributed import distributed
+    from train.checkpoint import RunFolder
     from train.loop import run_train
 
     net = Genotype.load(genotype)
@@ -91,6 +92,8 @@ def train(
     )
     with distributed(device) as ctx:
         is_main = ctx is None or ctx.is_main
+        if is_main and resume and not RunFolder(out).holds_run():
+            err_console.print(f"No training run in {out} to resume: starting afresh.", highlight=False, markup=False)
         with _Bar("training", enabled=is_main) as bar:
             result = run_train(settings, out, resume=resume, progress=bar.train_report, dist=ctx)
     if is_main:

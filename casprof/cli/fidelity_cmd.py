@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.text import Text
 
 from casprof._io import check_output_folder
 from casprof.block_checkpoint import checkpoint_beside
@@ -75,6 +76,8 @@ def fidelity(
         result = run_fidelity(p, hardware, settings, profile_path=profile, progress=on_progress, build_cache=cache,
                               build_workers=workers, checkpoint=checkpoint, resume=resume)
     md = report_markdown(result)
+    for warning in result.warnings:
+        err_console.print(Text.assemble(("Warning:", "bold yellow"), " ", warning), highlight=False)
     if report is not None:
         paths = write_report(result, report)
         err_console.print("Wrote " + ", ".join(str(v) for v in paths.values()), highlight=False)
