@@ -572,6 +572,7 @@ def run_fidelity(
     build_workers: int = 1,
     checkpoint: Path | None = None,
     resume: bool = False,
+    candidates: Sequence[Candidate] | None = None,
 ) -> FidelityReport:
     """Measure the derived networks of ``settings`` and compare them with the profile's predictions.
 
@@ -580,7 +581,8 @@ def run_fidelity(
     ``build_workers`` processes make the others side by side before the timing (1: one after the
     other in this process; see :mod:`casprof.prebuild`). Every finished (sweep, block) is kept in
     ``checkpoint`` (if given) until the timing is complete; ``resume`` continues from it
-    (:mod:`casprof.block_checkpoint`).
+    (:mod:`casprof.block_checkpoint`). ``candidates`` replaces the settings' random genotypes and
+    extremes by networks of the caller's choice (a benchmark's designed networks), timed the same way.
 
     Raises:
         UserInputError: an estimated profile, or one made on other hardware; a checkpoint made
@@ -591,7 +593,9 @@ def run_fidelity(
     check_can_measure(profile, hardware)
     check_held_out(profile, settings)
     start = time.perf_counter()
-    candidates = draw_candidates(profile, settings)
+    candidates = draw_candidates(profile, settings) if candidates is None else list(candidates)
+    if len({c.name for c in candidates}) != len(candidates):
+        raise ValueError("the candidates' names must differ")
     shape = (1, profile.network.in_channels, *profile.input_size)
     seed = measure_settings_of(profile).seed
     genotypes = {c.name: c.genotype for c in candidates}

@@ -369,3 +369,33 @@ def test_build_workers_benchmark_times_both_paths_of_every_network(tmp_path: Pat
     assert [len(v) for v in report["seconds"].values()] == [1, 1] and all(v[0] > 0 for v in report["seconds"].values())
     assert report["saved_s"] == pytest.approx(report["median_one_process_s"] - report["median_workers_s"])
     assert "| 2 processes of" in run.stdout
+
+
+def test_additivity_benchmark_times_every_design_of_a_random_genotype(tmp_path: Path) -> None:
+    """--short: a real TINY profile at 64x128, then the structure-only networks and the four operation x wiring
+    variants of random genotype 0, timed as fidelity times them; the variants keep what they claim to keep."""
+    run = subprocess.run([sys.executable, "benchmarks/additivity_cpu.py", "--short", "--backend", "torch", "--results", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    (path,) = tmp_path.glob("additivity_cpu_torch_*_short.json")
+    data = json.loads(path.read_text())
+    assert [g["group"] for g in data["groups"]] == ["id-C", "id-chain", "id-inputs", "id-rand", "rand-mixed", "rand-pure",
+                                                    "chain-mixed", "chain-pure"]
+    nets = {n["name"]: n for n in data["networks"]}
+    assert all(nets[n]["measured_ms"] > 0 and nets[n]["group"] in n for n in nets)
+
+    def edges(name: str, cell: str) -> list[tuple[str, int]]:
+        return [(op, i) for node in nets[name]["genotype"][cell] for op, i in node]
+
+    for cell in ("normal", "reduce", "ms"):
+        mixed, pure = edges("rand-mixed-0", cell), edges("rand-pure-0", cell)
+        chain_mixed, chain_pure = edges("chain-mixed-0", cell), edges("chain-pure-0", cell)
+        assert [i for _, i in pure] == [i for _, i in mixed] == [i for _, i in edges("id-rand-0", cell)]  # its wiring
+        assert len({op for op, _ in pure}) == 1 and len({op for op, _ in chain_pure}) == 1
+        assert [op for op, _ in chain_mixed] == [op for op, _ in mixed]  # its operations, in edge order
+        assert [i for _, i in chain_mixed] == [i for _, i in chain_pure] == [i for _, i in edges("id-chain", cell)]
+        assert [i for _, i in chain_pure] == [i for j in range(len(chain_pure) // 2) for i in (j, j + 1)]  # the chain
+        assert all(op == "identity" for n in nets if n.startswith("id-") for op, _ in edges(n, cell))
+        assert [i for _, i in edges("id-inputs", cell)] == [0, 1] * (len(chain_pure) // 2)
+    md = path.with_suffix(".md").read_text()
+    assert "| rand-mixed | 1 |" in md and "| chain-pure-0 |" in md
