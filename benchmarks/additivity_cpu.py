@@ -115,15 +115,21 @@ def group_rows(report: FidelityReport) -> list[dict]:
     rows = []
     for name, rs in sorted(groups.items(), key=lambda kv: GROUPS.index(kv[0])):
         ms = [r.measured_ms - r.predicted_ms for r in rs]
-        pct = [r.error_pct for r in rs]
+        pct = [100.0 * (r.measured_ms - r.predicted_ms) / r.predicted_ms for r in rs]  # the sign of the ms column
+        ratio = [r.ratio_ms - r.predicted_ms for r in rs if r.ratio_ms is not None]
         se = statistics.stdev(ms) / len(ms) ** 0.5 if len(ms) > 1 else None
         rows.append({"group": name, "n": len(rs), "mean_error_ms": statistics.fmean(ms), "se_ms": se,
-                     "mean_error_pct": statistics.fmean(pct)})
+                     "mean_error_pct": statistics.fmean(pct),
+                     "ratio_anchored_mean_error_ms": statistics.fmean(ratio) if ratio else None})
     return rows
 
 
 def _se(row: dict) -> str:
     return "-" if row["se_ms"] is None else f"{row['se_ms']:.2f}"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.2f}"
 
 
 def markdown(report: FidelityReport, rows: Sequence[dict], command: str) -> str:
@@ -141,10 +147,14 @@ def markdown(report: FidelityReport, rows: Sequence[dict], command: str) -> str:
         f"{report.baseline_profile_ms:.2f} ms ({report.baseline_drift_pct:+.1f} %); wall time {report.seconds:.0f} s · {report.created}",
         *(f"- **Warning:** {w}" for w in report.warnings),
         "",
-        "| group | networks | mean error (ms) | standard error (ms) | mean error (%) |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| group | networks | mean error (ms) | standard error (ms) | mean error (% of predicted) | ratio-anchored: mean error (ms) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
         *(f"| {r['group']} | {r['n']} | {r['mean_error_ms']:+.2f} | {_se(r)} | "
-          f"{r['mean_error_pct']:+.2f} |" for r in rows),
+          f"{r['mean_error_pct']:+.2f} | {_ms(r['ratio_anchored_mean_error_ms'])} |" for r in rows),
+        "",
+        "Ratio-anchored: c'_id × the median of (time / its brackets' mean), as if the machine's speed change had scaled "
+        "the networks as much as the baseline network; where the groups differ anchored but not ratio-anchored, the "
+        "difference is the drift's, not the model's (a group's networks differ from the baseline by different amounts).",
         "",
         "| network | predicted ms | measured ms | error ms | m1 − m2 ms |",
         "| --- | ---: | ---: | ---: | ---: |",

@@ -254,7 +254,7 @@ def run_one(settings: SearchSettings, out_dir: Path, *, resume: bool) -> SearchR
     with distributed(settings.device) as dist:
         if dist is not None and not dist.is_main:
             return run_search(settings, out_dir, resume=resume, dist=dist)
-        if resume and not any((out_dir / name).exists() for name in RUN_FILES):
+        if resume and not out_dir.is_file() and not any((out_dir / name).exists() for name in RUN_FILES):
             err_console.print(f"No search run in {out_dir} to resume: starting afresh.", highlight=False, markup=False)
         for warning in prepare(settings, dist).warnings:  # say it before the search starts, and again at the end
             _warn(warning)

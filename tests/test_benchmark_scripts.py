@@ -8,6 +8,7 @@ things are exercised by running them (see README).
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -383,6 +384,12 @@ def test_additivity_benchmark_times_every_design_of_a_random_genotype(tmp_path: 
                                                     "chain-mixed", "chain-pure"]
     nets = {n["name"]: n for n in data["networks"]}
     assert all(nets[n]["measured_ms"] > 0 and nets[n]["group"] in n for n in nets)
+    for g in data["groups"]:  # each group's means are those of its networks
+        mine = [n for n in nets.values() if n["group"] == g["group"]]
+        assert g["n"] == len(mine) and math.isclose(
+            g["mean_error_ms"], sum(n["measured_ms"] - n["predicted_ms"] for n in mine) / len(mine), abs_tol=1e-9)
+        assert math.isclose(g["ratio_anchored_mean_error_ms"],
+                            sum(n["ratio_anchored_ms"] - n["predicted_ms"] for n in mine) / len(mine), abs_tol=1e-9)
 
     def edges(name: str, cell: str) -> list[tuple[str, int]]:
         return [(op, i) for node in nets[name]["genotype"][cell] for op, i in node]

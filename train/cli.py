@@ -92,7 +92,7 @@ def train(
     )
     with distributed(device) as ctx:
         is_main = ctx is None or ctx.is_main
-        if is_main and resume and not RunFolder(out).holds_run():
+        if is_main and resume and not out.is_file() and not RunFolder(out).holds_run():
             err_console.print(f"No training run in {out} to resume: starting afresh.", highlight=False, markup=False)
         with _Bar("training", enabled=is_main) as bar:
             result = run_train(settings, out, resume=resume, progress=bar.train_report, dist=ctx)
