@@ -19,7 +19,7 @@ interleaved rounds in sweeps), and against the same predictions:
 Reports every group's mean error (measured − predicted, in ms and %) with its standard error over
 the group's networks, and every network. ``python benchmarks/additivity_cpu.py --backend
 onnxruntime`` (about 8 minutes at 768x1536 on 2 cores) or ``--backend torch --profile P``; writes
-``benchmarks/results/additivity_cpu_<backend>[<settings>]_<digest>[_<tag>].{json,md}``.
+``benchmarks/results/additivity_cpu_<backend>[<settings>][_<precision>]_<digest>[_<tag>].{json,md}``.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from casprof._io import atomic_write_json, atomic_write_text
 from casprof.backends.base import Backend
 from casprof.cli._interrupt import watch_interrupts
 from casprof.config import NetworkConfig
-from casprof.fidelity import Candidate, FidelityReport, FidelitySettings, measure_settings_of, run_fidelity
+from casprof.fidelity import Candidate, FidelityReport, FidelitySettings, run_fidelity
 from casprof.genotype import CellGraph, Genotype, SearchRecord, random_genotype, uniform_genotype
 from casprof.hardware import detect_hardware
 from casprof.ops import CELL_TYPES
@@ -48,7 +48,7 @@ from casprof.profile import Profile
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from fidelity_cpu import default_profile, print_finished_stages, short_profile  # noqa: E402
+from fidelity_cpu import default_profile, print_finished_stages, result_stem, short_profile  # noqa: E402
 
 #: One operation per cell type (normal, reduce, ms) for the ``*-pure-k`` networks, used in turn.
 PURE_OPS: tuple[tuple[str, str, str], ...] = (
@@ -197,7 +197,7 @@ def main() -> None:
                               progress=interrupts.checked(print_finished_stages))
         rows = group_rows(report)
         command = "python benchmarks/additivity_cpu.py " + " ".join(sys.argv[1:])
-        stem = (f"additivity_{profile.device}_{profile.backend.name}{measure_settings_of(profile).file_tag}_{hw.digest()}"
+        stem = (result_stem(profile, hw.digest(), "additivity")
                 + ("_short" if args.short else "") + (f"_{args.tag}" if args.tag else ""))
         results.mkdir(parents=True, exist_ok=True)
         data = {**{k: v for k, v in report.to_dict().items() if k != "networks"}, "command": command, "groups": rows,

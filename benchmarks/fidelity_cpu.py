@@ -69,14 +69,14 @@ def target_rows(a: Agreement, ratio: float | None) -> list[dict]:
     return [{"figure": f, "value": v, "target": t, "met": bool(m)} for f, v, t, m in rows]
 
 
-def result_stem(profile: Profile, digest: str) -> str:
-    """``fidelity_<device>_<backend>[-keep][-channels-last][_<precision>]_<digest>``, the device as the
+def result_stem(profile: Profile, digest: str, kind: str = "fidelity") -> str:
+    """``<kind>_<device>_<backend>[-keep][-channels-last][_<precision>]_<digest>``, the device as the
     profile names it (``cpu``, ``h100``); ``-keep`` for a profile measured with ``--cpu-allocator keep``,
     ``-channels-last`` for one measured with ``--memory-format channels_last``, the precision
     only where it is not fp32, so the older names stay as they were."""
     precision = "" if profile.backend.precision == "fp32" else f"_{profile.backend.precision}"
     keep = measure_settings_of(profile).file_tag
-    return f"fidelity_{profile.device}_{profile.backend.name}{keep}{precision}_{digest}"
+    return f"{kind}_{profile.device}_{profile.backend.name}{keep}{precision}_{digest}"
 
 
 def short_profile(backend: str, folder: Path, progress: ProgressCallback) -> Path:

@@ -249,12 +249,12 @@ def search(
 def run_one(settings: SearchSettings, out_dir: Path, *, resume: bool) -> SearchResult:
     """Run one search with a progress bar on stderr; print the summary on stdout (rank 0 only)."""
     from search.distributed import distributed
-    from search.run import RUN_FILES, prepare, run_search
+    from search.run import held_run_files, prepare, run_search
 
     with distributed(settings.device) as dist:
         if dist is not None and not dist.is_main:
             return run_search(settings, out_dir, resume=resume, dist=dist)
-        if resume and not out_dir.is_file() and not any((out_dir / name).exists() for name in RUN_FILES):
+        if resume and not out_dir.is_file() and not held_run_files(out_dir):
             err_console.print(f"No search run in {out_dir} to resume: starting afresh.", highlight=False, markup=False)
         for warning in prepare(settings, dist).warnings:  # say it before the search starts, and again at the end
             _warn(warning)

@@ -128,9 +128,14 @@ def prepare(settings: SearchSettings, dist: DistContext | None = None) -> Search
     return SearchSetup(settings, profile, config, fixed, cost, unit, device, cost.warnings)
 
 
+def held_run_files(out_dir: Path) -> list[str]:
+    """The files of a search run (:data:`RUN_FILES`) that ``out_dir`` holds."""
+    return [name for name in RUN_FILES if (out_dir / name).exists()]
+
+
 def check_run_folder(settings: SearchSettings, out_dir: Path, resume: bool) -> bool:
     """Whether ``out_dir`` holds a run to resume; refuses to overwrite or resume another run."""
-    held = [name for name in RUN_FILES if (out_dir / name).exists()]
+    held = held_run_files(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserInputError(f"The output path {out_dir} exists and is not a folder.")
     check_output_folder(out_dir)

@@ -406,3 +406,8 @@ def test_additivity_benchmark_times_every_design_of_a_random_genotype(tmp_path: 
         assert [i for _, i in edges("id-inputs", cell)] == [0, 1] * (len(chain_pure) // 2)
     md = path.with_suffix(".md").read_text()
     assert "| rand-mixed | 1 |" in md and "| chain-pure-0 |" in md
+    out = tmp_path / "refused"
+    refused = subprocess.run([sys.executable, "benchmarks/additivity_cpu.py", "--short", "--pairs", "0", "--results", str(out)],
+                             cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "--pairs must be at least 1" in refused.stderr and "Traceback" not in refused.stderr
+    assert not out.exists()
